@@ -1,0 +1,273 @@
+//! How keyed state is stored, how long it lives and how much of it there may be.
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{StateError, StateResult};
+use crate::storage::StateStorage;
+
+/// Which backend holds the state.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum StateStorageType {
+    /// `InMemoryState`: fastest, lost when the process ends. Every operator gets a store of its
+    /// own.
+    #[default]
+    InMemory,
+    /// A backend supplied through [`StateConfig::with_custom_storage`]; operators given the same
+    /// config share that one store (each under a namespace of its own).
+    Custom,
+}
+
+/// Settings for a stateful operator's storage.
+///
+/// Build one from a preset ([`StateConfigs`]), with [`StateConfigBuilder`] (validated), or with
+/// the chained setters below. Operators validate the config they are given and report an invalid
+/// one as a [`StateError::Validation`].
+///
+/// Semantics of the fields for the default in-memory store:
+/// * `ttl`: an entry expires `ttl` after it was last written; an expired entry is never returned.
+/// * `cleanup_interval`: how often expired entries are removed from memory.
+/// * `max_size`: the most entries the store holds; writing a new key into a full store evicts
+///   the least recently used entry first. `None` means unbounded.
+///
+/// ```
+/// use std::time::Duration;
+/// use rs2_state_core::{StateConfig, StateStorageType};
+///
+/// let config = StateConfig::new()
+///     .ttl(Duration::from_secs(600))
+///     .cleanup_interval(Duration::from_secs(60))
+///     .max_size(50_000);
+/// assert_eq!(config.storage_type, StateStorageType::InMemory);
+/// assert!(config.validate().is_ok());
+/// ```
+#[derive(Clone)]
+pub struct StateConfig {
+    /// Backend kind.
+    pub storage_type: StateStorageType,
+    /// Time-to-live of an entry, counted from its last write.
+    pub ttl: Duration,
+    /// How often expired entries are removed from memory.
+    pub cleanup_interval: Duration,
+    /// Most entries the store may hold (`None`: unbounded).
+    pub max_size: Option<usize>,
+    /// The backend used when `storage_type` is [`StateStorageType::Custom`].
+    pub custom_storage: Option<Arc<dyn StateStorage + Send + Sync>>,
+    /// Optional prefix for every key this config's operators write, so several pipelines can
+    /// share one custom store without seeing each other's state.
+    pub namespace: Option<String>,
+}
+
+impl fmt::Debug for StateConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("StateConfig")
+            .field("storage_type", &self.storage_type)
+            .field("ttl", &self.ttl)
+            .field("cleanup_interval", &self.cleanup_interval)
+            .field("max_size", &self.max_size)
+            .field(
+                "custom_storage",
+                &self.custom_storage.as_ref().map(|_| "dyn StateStorage"),
+            )
+            .field("namespace", &self.namespace)
+            .finish()
+    }
+}
+
+impl Default for StateConfig {
+    /// In memory, 1 hour TTL, cleanup every 5 minutes, at most 100,000 entries.
+    fn default() -> Self {
+        Self {
+            storage_type: StateStorageType::InMemory,
+            ttl: Duration::from_secs(3600),
+            cleanup_interval: Duration::from_secs(300),
+            max_size: Some(100_000),
+            custom_storage: None,
+            namespace: None,
+        }
+    }
+}
+
+impl StateConfig {
+    /// The default configuration (see [`Default`]).
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the backend kind.
+    pub fn storage_type(mut self, storage_type: StateStorageType) -> Self {
+        self.storage_type = storage_type;
+        self
+    }
+
+    /// Sets the time-to-live of an entry (counted from its last write).
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.ttl = ttl;
+        self
+    }
+
+    /// Sets how often expired entries are removed from memory.
+    pub fn cleanup_interval(mut self, interval: Duration) -> Self {
+        self.cleanup_interval = interval;
+        self
+    }
+
+    /// Sets the most entries the store may hold. `usize::MAX` means unbounded.
+    pub fn max_size(mut self, max_size: usize) -> Self {
+        self.max_size = Some(max_size);
+        self
+    }
+
+    /// Uses `storage` as the backend and sets `storage_type` to [`StateStorageType::Custom`].
+    pub fn with_custom_storage(mut self, storage: Arc<dyn StateStorage + Send + Sync>) -> Self {
+        self.storage_type = StateStorageType::Custom;
+        self.custom_storage = Some(storage);
+        self
+    }
+
+    /// Prefixes every key written through this config with `namespace` (useful when several
+    /// pipelines share one custom store).
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.namespace = Some(namespace.into());
+        self
+    }
+
+    /// Checks the settings; the error says which one is wrong and what a valid one is.
+    pub fn validate(&self) -> StateResult<()> {
+        if self.ttl.is_zero() {
+            return Err(StateError::Validation("TTL cannot be zero".into()));
+        }
+        if self.cleanup_interval.is_zero() {
+            return Err(StateError::Validation(
+                "Cleanup interval cannot be zero; use a fraction (1/10 to 1/100) of the TTL".into(),
+            ));
+        }
+        if self.cleanup_interval > self.ttl {
+            return Err(StateError::Validation(
+                "Cleanup interval should be less than or equal to TTL".into(),
+            ));
+        }
+        if self.max_size == Some(0) {
+            return Err(StateError::Validation(
+                "max_size cannot be zero; use None (or usize::MAX) for an unbounded store".into(),
+            ));
+        }
+        match (self.storage_type, self.custom_storage.is_some()) {
+            (StateStorageType::Custom, false) => Err(StateError::Validation(
+                "storage_type is Custom but no custom_storage is set; call with_custom_storage(..)"
+                    .into(),
+            )),
+            (StateStorageType::InMemory, true) => Err(StateError::Validation(
+                "a custom_storage is set but storage_type is InMemory; set the custom storage \
+                 last, or drop it to use the in-memory store"
+                    .into(),
+            )),
+            _ => Ok(()),
+        }
+    }
+}
+
+/// Presets for common workloads.
+///
+/// | preset | TTL | cleanup | max size |
+/// |---|---|---|---|
+/// | [`high_performance`](Self::high_performance) | 1 h | 1 min | 10,000 |
+/// | [`session`](Self::session) | 30 min | 5 min | 1,000 |
+/// | [`short_lived`](Self::short_lived) | 5 min | 30 s | 100 |
+/// | [`long_lived`](Self::long_lived) | 7 days | 1 h | 100,000 |
+pub struct StateConfigs;
+
+impl StateConfigs {
+    fn preset(ttl: u64, cleanup: u64, max_size: usize) -> StateConfig {
+        StateConfig {
+            ttl: Duration::from_secs(ttl),
+            cleanup_interval: Duration::from_secs(cleanup),
+            max_size: Some(max_size),
+            ..StateConfig::default()
+        }
+    }
+
+    /// High-frequency updates: 1 hour TTL, cleanup every minute, 10,000 entries.
+    pub fn high_performance() -> StateConfig {
+        Self::preset(3600, 60, 10_000)
+    }
+
+    /// User sessions: 30 minute TTL, cleanup every 5 minutes, 1,000 entries.
+    pub fn session() -> StateConfig {
+        Self::preset(1800, 300, 1_000)
+    }
+
+    /// Very temporary state: 5 minute TTL, cleanup every 30 seconds, 100 entries.
+    pub fn short_lived() -> StateConfig {
+        Self::preset(300, 30, 100)
+    }
+
+    /// Long-lived analytics state: 7 day TTL, cleanup every hour, 100,000 entries.
+    pub fn long_lived() -> StateConfig {
+        Self::preset(7 * 24 * 3600, 3600, 100_000)
+    }
+}
+
+/// Builds a validated [`StateConfig`].
+///
+/// ```
+/// use std::time::Duration;
+/// use rs2_state_core::{StateConfigBuilder, StateError};
+///
+/// let err = StateConfigBuilder::new().ttl(Duration::from_secs(0)).build().unwrap_err();
+/// assert_eq!(err, StateError::Validation("TTL cannot be zero".into()));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct StateConfigBuilder {
+    config: StateConfig,
+}
+
+impl StateConfigBuilder {
+    /// Starts from [`StateConfig::default`].
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Sets the backend kind.
+    pub fn storage_type(mut self, storage_type: StateStorageType) -> Self {
+        self.config.storage_type = storage_type;
+        self
+    }
+
+    /// Sets the TTL.
+    pub fn ttl(mut self, ttl: Duration) -> Self {
+        self.config.ttl = ttl;
+        self
+    }
+
+    /// Sets the cleanup interval.
+    pub fn cleanup_interval(mut self, interval: Duration) -> Self {
+        self.config.cleanup_interval = interval;
+        self
+    }
+
+    /// Sets the maximum number of entries.
+    pub fn max_size(mut self, max_size: usize) -> Self {
+        self.config.max_size = Some(max_size);
+        self
+    }
+
+    /// Uses a custom backend (sets `storage_type` to `Custom`).
+    pub fn custom_storage(mut self, storage: Arc<dyn StateStorage + Send + Sync>) -> Self {
+        self.config = self.config.with_custom_storage(storage);
+        self
+    }
+
+    /// Prefixes every key with `namespace`.
+    pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
+        self.config.namespace = Some(namespace.into());
+        self
+    }
+
+    /// Validates and returns the config; see [`StateConfig::validate`] for the rules.
+    pub fn build(self) -> StateResult<StateConfig> {
+        self.config.validate()?;
+        Ok(self.config)
+    }
+}

@@ -1,0 +1,25 @@
+//! Core of rs2 keyed stream state: the storage contract, configuration, errors, key extractors,
+//! codecs and typed [`StateAccess`].
+//!
+//! This crate has no async runtime dependency. A backend author implements [`StateStorage`]
+//! against this crate alone; users depend on the `rs2` facade.
+#![warn(missing_docs)]
+
+mod access;
+mod codec;
+mod config;
+mod error;
+mod key;
+mod slot;
+mod storage;
+
+pub use access::{SharedStorage, StateAccess};
+pub use codec::{Codec, Postcard};
+pub use config::{StateConfig, StateConfigBuilder, StateConfigs, StateStorageType};
+pub use error::{StateError, StateResult};
+pub use key::{CustomKeyExtractor, FieldKeyExtractor, KeyExtractor};
+pub use slot::{Slot, SlotRead};
+pub use storage::{LocalStorage, StateStorage, UpdateFn};
+
+/// Re-exported so backend authors implement [`StateStorage`] with the same macro version.
+pub use async_trait::async_trait;
