@@ -2,7 +2,7 @@
 //!
 //! Compares `stateful_map_rs2` (get + set through `StateAccess`) and `stateful_fold_rs2` with a
 //! hand-written `HashMap<String, u64>` loop over the same events, in the same run.
-//! Run: `cargo bench --bench keyed_counter`.
+//! Run: `cargo bench -p rs2-benches --bench keyed_counter`.
 
 use std::collections::HashMap;
 use std::hint::black_box;

@@ -107,12 +107,12 @@ where
                     let Some(event) = ready!(this.stream.as_mut().poll_next(cx)) else {
                         return Poll::Ready(None);
                     };
-                    let key = match this.acc_state.key_of(this.key_extractor, &event) {
+                    let mut key = match this.acc_state.key_of(this.key_extractor, &event) {
                         Ok(key) => key,
                         Err(err) => return Poll::Ready(Some(Err(err))),
                     };
                     let now = this.acc_state.now();
-                    let io = this.acc_state.load(&key, now);
+                    let io = this.acc_state.load(&mut key, now);
                     *this.step = Step::Loading {
                         event,
                         key,
@@ -122,7 +122,7 @@ where
                 }
                 Step::Loading {
                     event,
-                    key,
+                    mut key,
                     now,
                     mut io,
                 } => {
@@ -142,19 +142,19 @@ where
                     let (acc, event) = match this.seed.start(stored, event) {
                         Ok(start) => start,
                         Err(value) => {
-                            let io = this.acc_state.save(&key, &value, now);
+                            let io = this.acc_state.save(&mut key, &value, now);
                             *this.step = Step::Saving { value, io };
                             continue;
                         }
                     };
                     let access = match this.user_state.derived_key(key.user_key()) {
-                        Ok(user_key) => this.user_state.access(user_key, now, false),
+                        Ok(user_key) => this.user_state.access(user_key, now),
                         Err(err) => KeyedState::failed_access(err),
                     };
                     this.pending.set(Some((this.f)(acc, event, access)));
                     *this.step = Step::Running { key, now };
                 }
-                Step::Running { key, now } => {
+                Step::Running { mut key, now } => {
                     let Some(fut) = this.pending.as_mut().as_pin_mut() else {
                         continue;
                     };
@@ -166,7 +166,7 @@ where
                         Poll::Ready(value) => value,
                     };
                     this.pending.set(None);
-                    let io = this.acc_state.save(&key, &value, now);
+                    let io = this.acc_state.save(&mut key, &value, now);
                     *this.step = Step::Saving { value, io };
                 }
                 Step::Saving { value, mut io } => match Pin::new(&mut io).poll(cx) {

@@ -69,7 +69,7 @@ where
             let access = match this.keyed.key_of(this.key_extractor, &event) {
                 Ok(key) => {
                     let now = this.keyed.now();
-                    this.keyed.access(key, now, true)
+                    this.keyed.access(key, now)
                 }
                 Err(err) => KeyedState::failed_access(err),
             };

@@ -1,15 +1,14 @@
 //! The one keyed-state helper every operator uses: storage choice, key namespacing, the clock,
-//! slot handles for in-process stores, codec-typed loads and saves, and `StateAccess` recycling.
+//! codec-typed loads and saves, and `StateAccess` recycling.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll};
 
 use rs2_state_core::{
-    Codec, KeyExtractor, Postcard, SharedStorage, Slot, SlotRead, StateAccess, StateConfig,
-    StateError, StateResult, StateStorageType,
+    Codec, KeyExtractor, Postcard, SharedStorage, StateAccess, StateConfig, StateError,
+    StateResult, StateStorageType,
 };
 use rs2_state_memory::{InMemoryState, StateClock};
 use serde::de::DeserializeOwned;
@@ -20,6 +19,8 @@ pub(crate) struct EventKey {
     /// The namespaced key; the user's key is `storage_key[key_start..]`.
     pub storage_key: String,
     pub key_start: usize,
+    /// `storage_key`'s hash in an in-process store, once computed (see `KeyedState::hash`).
+    pub hash: Option<u64>,
 }
 
 impl EventKey {
@@ -31,19 +32,17 @@ impl EventKey {
 /// Per-operator view of one namespace in the configured storage.
 pub(crate) struct KeyedState {
     storage: SharedStorage,
-    /// Whether `storage` is an in-process store (slots, no async dispatch).
-    local: bool,
+
     /// `""` when the store is private to this operator, else `"{namespace}/{operator}:"`.
     prefix: String,
     clock: StateClock,
-    /// Slot handles of an in-process store, so an event of a known key skips the store's index.
-    handles: HashMap<String, Arc<Slot>>,
-    max_handles: usize,
     /// The config was invalid: every event reports this.
     error: Option<StateError>,
     /// Recycled between events (see `StateAccess::rebind`).
     template: StateAccess,
     scratch: Vec<u8>,
+    /// The previous event's key buffer, reused by `derived_key`.
+    spare_key: String,
 }
 
 impl KeyedState {
@@ -65,110 +64,81 @@ impl KeyedState {
                 }
                 _ => (Arc::new(InMemoryState::new(config)), String::new()),
             };
-        let local = storage.as_local().is_some();
         let clock = StateClock::new();
-        let max_handles = match config.max_size {
-            Some(n) if n < usize::MAX / 2 => (2 * n).max(1024),
-            _ => usize::MAX,
-        };
         let template = StateAccess::new(Arc::clone(&storage), String::new());
         Self {
             storage,
-            local,
             prefix,
             clock,
-            handles: HashMap::new(),
-            max_handles,
             error,
             template,
             scratch: Vec::new(),
+            spare_key: String::new(),
         }
     }
 
-    /// The instant an event is judged at.
+    /// The instant an event is judged at: the store's clock for an in-process store, so
+    /// writes and the store's expiry agree.
     #[inline]
     pub fn now(&self) -> u64 {
-        self.clock.now_ms()
+        match self.storage.as_local() {
+            Some(local) => local.now_ms(),
+            None => self.clock.now_ms(),
+        }
     }
 
-    /// The event's key, namespaced; builds the key `String` once (twice only for a shared
-    /// store, where the namespace must be part of it).
-    pub fn key_of<T, K: KeyExtractor<T>>(&self, extractor: &K, event: &T) -> StateResult<EventKey> {
+    /// The event's key, namespaced. The extractor's `String` is the key when the store is
+    /// private to this operator; a shared store's namespaced key reuses a recycled buffer.
+    pub fn key_of<T, K: KeyExtractor<T>>(
+        &mut self,
+        extractor: &K,
+        event: &T,
+    ) -> StateResult<EventKey> {
         if let Some(err) = &self.error {
             return Err(err.clone());
         }
         let key = extractor.try_extract_key(event)?;
-        Ok(self.namespaced(key))
+        if self.prefix.is_empty() {
+            Ok(self.unhashed(key, 0))
+        } else {
+            self.derived_key(&key)
+        }
     }
 
     /// A key in this namespace for a user key already extracted (by another `KeyedState`).
-    pub fn derived_key(&self, user_key: &str) -> StateResult<EventKey> {
+    /// Reuses the previous event's key buffer, so this allocates only when a key outgrows it.
+    pub fn derived_key(&mut self, user_key: &str) -> StateResult<EventKey> {
         if let Some(err) = &self.error {
             return Err(err.clone());
         }
-        Ok(self.namespaced(user_key.to_owned()))
+        let mut storage_key = std::mem::take(&mut self.spare_key);
+        storage_key.clear();
+        storage_key.push_str(&self.prefix);
+        storage_key.push_str(user_key);
+        Ok(self.unhashed(storage_key, self.prefix.len()))
     }
 
-    fn namespaced(&self, key: String) -> EventKey {
-        if self.prefix.is_empty() {
-            EventKey {
-                storage_key: key,
-                key_start: 0,
-            }
-        } else {
-            let mut storage_key = String::with_capacity(self.prefix.len() + key.len());
-            storage_key.push_str(&self.prefix);
-            storage_key.push_str(&key);
-            EventKey {
-                storage_key,
-                key_start: self.prefix.len(),
-            }
-        }
-    }
-
-    /// The slot of `key` in an in-process store, if the store holds the key.
-    fn slot(&mut self, storage_key: &str, now: u64) -> Option<Arc<Slot>> {
-        let local = self.storage.as_local()?;
-        if let Some(slot) = self.handles.get(storage_key) {
-            if !slot.is_detached() {
-                local.touch(storage_key, slot, now);
-                return Some(Arc::clone(slot));
-            }
-        }
-        let slot = local.lookup(storage_key)?;
-        if self.handles.len() >= self.max_handles {
-            self.handles.retain(|_, slot| !slot.is_detached());
-            if self.handles.len() >= self.max_handles / 2 {
-                self.handles.clear();
-            }
-        }
-        self.handles
-            .insert(storage_key.to_owned(), Arc::clone(&slot));
-        Some(slot)
-    }
-
-    /// The slot of `key` in an in-process store, inserted if absent.
-    fn slot_for_write(&mut self, storage_key: &str, now: u64) -> StateResult<Arc<Slot>> {
-        match self.slot(storage_key, now) {
-            Some(slot) => Ok(slot),
-            None => match self.storage.as_local() {
-                Some(local) => local.lookup_or_insert(storage_key),
-                None => Err(StateError::Storage("not an in-process store".into())),
-            },
+    fn unhashed(&self, storage_key: String, key_start: usize) -> EventKey {
+        EventKey {
+            storage_key,
+            key_start,
+            hash: None,
         }
     }
 
     /// A `StateAccess` for the closure, bound to `key` (reusing the previous event's allocation
-    /// when the closure kept no clone). With `eager`, an in-process slot is looked up now.
-    pub fn access(&mut self, key: EventKey, now: u64, eager: bool) -> StateAccess {
-        let slot = if eager && self.local {
-            self.slot(&key.storage_key, now)
-        } else {
-            None
-        };
-        let storage = Arc::clone(&self.storage);
-        self.template
-            .rebind(&storage, key.storage_key, key.key_start, slot, now)
+    /// when the closure kept no clone).
+    pub fn access(&mut self, key: EventKey, now: u64) -> StateAccess {
+        let mut storage_key = key.storage_key;
+        let access = self.template.rebind(
+            &self.storage,
+            &mut storage_key,
+            key.key_start,
+            key.hash,
+            now,
+        );
+        self.spare_key = storage_key;
+        access
     }
 
     /// A `StateAccess` for a closure when the key could not be had: every call reports `err`.
@@ -177,31 +147,31 @@ impl KeyedState {
     }
 
     /// Reads the operator's own state for `key`.
-    pub fn load<S>(&mut self, key: &EventKey, now: u64) -> StateIo<Option<S>>
+    pub fn load<S>(&mut self, key: &mut EventKey, now: u64) -> StateIo<Option<S>>
     where
         S: DeserializeOwned + Send + 'static,
     {
-        if self.local {
-            for _ in 0..3 {
-                let Some(slot) = self.slot(&key.storage_key, now) else {
-                    return StateIo::ready(Ok(None));
-                };
-                match slot.read(now, |bytes| decode::<S>(key.user_key(), bytes)) {
-                    SlotRead::Value(value) => return StateIo::ready(value.map(Some)),
-                    SlotRead::Absent => return StateIo::ready(Ok(None)),
-                    SlotRead::Detached => {
-                        self.handles.remove(&key.storage_key);
-                    }
-                }
-            }
-            return StateIo::ready(Ok(None));
+        if let Some(local) = self.storage.as_local() {
+            let hash = *key
+                .hash
+                .get_or_insert_with(|| local.hash_key(&key.storage_key));
+            let mut value = None;
+            local.read(hash, &key.storage_key, now, &mut |bytes| {
+                value = Some(decode::<S>(key.user_key(), bytes))
+            });
+            return StateIo::ready(value.transpose());
         }
         let storage = Arc::clone(&self.storage);
         let storage_key = key.storage_key.clone();
         let key_start = key.key_start;
         StateIo::remote(async move {
-            match storage.get(&storage_key).await? {
-                Some(bytes) => decode(&storage_key[key_start..], &bytes).map(Some),
+            let key = &storage_key[key_start..];
+            match storage
+                .get(&storage_key)
+                .await
+                .map_err(|e| e.with_key(key))?
+            {
+                Some(bytes) => decode(key, &bytes).map(Some),
                 None => Ok(None),
             }
         })
@@ -210,31 +180,30 @@ impl KeyedState {
     /// Writes the operator's own state for `key`.
     pub fn save<S: Serialize + ?Sized>(
         &mut self,
-        key: &EventKey,
+        key: &mut EventKey,
         value: &S,
         now: u64,
     ) -> StateIo<()> {
-        let mut buf = std::mem::take(&mut self.scratch);
-        buf.clear();
-        if let Err(err) = encode(key.user_key(), value, &mut buf) {
+        self.scratch.clear();
+        if let Err(err) = encode(key.user_key(), value, &mut self.scratch) {
             return StateIo::ready(Err(err));
         }
-        if let Some(ttl) = self.storage.as_local().map(|l| l.ttl_ms()) {
-            loop {
-                let slot = match self.slot_for_write(&key.storage_key, now) {
-                    Ok(slot) => slot,
-                    Err(err) => return StateIo::ready(Err(err)),
-                };
-                if slot.write(now, ttl, &mut buf) {
-                    self.scratch = buf;
-                    return StateIo::ready(Ok(()));
-                }
-                self.handles.remove(&key.storage_key);
-            }
+        if let Some(local) = self.storage.as_local() {
+            let hash = *key
+                .hash
+                .get_or_insert_with(|| local.hash_key(&key.storage_key));
+            return StateIo::ready(local.write(hash, &key.storage_key, now, &self.scratch));
         }
         let storage = Arc::clone(&self.storage);
         let storage_key = key.storage_key.clone();
-        StateIo::remote(async move { storage.set(&storage_key, &buf).await })
+        let key_start = key.key_start;
+        let bytes = self.scratch.clone();
+        StateIo::remote(async move {
+            storage
+                .set(&storage_key, &bytes)
+                .await
+                .map_err(|e| e.with_key(&storage_key[key_start..]))
+        })
     }
 }
 

@@ -1,15 +1,16 @@
 //! `StateAccess`: a closure's typed handle on one key's state.
 
+use std::cell::RefCell;
 use std::fmt;
 use std::marker::PhantomData;
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::codec::{Codec, Postcard};
 use crate::error::{StateError, StateResult};
-use crate::slot::{Slot, SlotRead};
 use crate::storage::{LocalStorage, StateStorage};
 
 /// A shared storage handle.
@@ -61,21 +62,54 @@ struct Inner {
     storage_key: String,
     /// Where the user's key starts in `storage_key`.
     key_start: usize,
+    /// `storage_key`'s hash in an in-process store (see `LocalStorage::hash_key`), computed on
+    /// first use: a closure that never touches its state never pays for hashing.
+    hash: AtomicU64,
+    hashed: AtomicBool,
     /// The instant the operator started this event; `None`: ask the store on every call.
     now_ms: Option<u64>,
     /// Set when the config or the key extractor failed: every call reports it.
     error: Option<StateError>,
-    state: Mutex<Mutable>,
+    /// Whether `get` hid a failure; later writes through this access are then refused.
+    read_failed: AtomicBool,
+    read_error: Mutex<Option<StateError>>,
 }
 
-#[derive(Default)]
-struct Mutable {
-    /// The slot of an in-process store, once looked up.
-    slot: Option<Arc<Slot>>,
-    /// Encoding buffer, reused across calls (and across events when the operator recycles).
-    scratch: Vec<u8>,
-    /// A failure hidden by `get`: blocks later writes through this access.
-    read_error: Option<StateError>,
+impl Inner {
+    fn new(storage: Option<SharedStorage>, storage_key: String, error: Option<StateError>) -> Self {
+        Self {
+            storage,
+            storage_key,
+            key_start: 0,
+            hash: AtomicU64::new(0),
+            hashed: AtomicBool::new(false),
+            now_ms: None,
+            error,
+            read_failed: AtomicBool::new(false),
+            read_error: Mutex::new(None),
+        }
+    }
+}
+
+thread_local! {
+    /// Encoding buffer for in-process stores: the encoded value is copied into the store, so
+    /// one buffer per thread serves every access without allocating.
+    static SCRATCH: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+}
+
+fn with_scratch<R>(f: impl FnOnce(&mut Vec<u8>) -> R) -> R {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut buf) => {
+            buf.clear();
+            let result = f(&mut buf);
+            if buf.capacity() > 64 * 1024 {
+                *buf = Vec::new();
+            }
+            result
+        }
+        // Re-entered (an update closure writing another key): use a fresh buffer.
+        Err(_) => f(&mut Vec::new()),
+    })
 }
 
 impl<C: Codec> Clone for StateAccess<C> {
@@ -101,27 +135,13 @@ impl<C: Codec> fmt::Debug for StateAccess<C> {
 impl<C: Codec> StateAccess<C> {
     /// Access to `key` in `storage` (the key is used as is, without a namespace).
     pub fn new(storage: SharedStorage, key: String) -> Self {
-        Self::from_inner(Inner {
-            storage: Some(storage),
-            storage_key: key,
-            key_start: 0,
-            now_ms: None,
-            error: None,
-            state: Mutex::default(),
-        })
+        Self::from_inner(Inner::new(Some(storage), key, None))
     }
 
     /// An access whose every call fails with `error` (`get` returns `None`). Operators hand
     /// this to a closure when the config is invalid or the key could not be extracted.
     pub fn failed(key: String, error: StateError) -> Self {
-        Self::from_inner(Inner {
-            storage: None,
-            storage_key: key,
-            key_start: 0,
-            now_ms: None,
-            error: Some(error),
-            state: Mutex::default(),
-        })
+        Self::from_inner(Inner::new(None, key, Some(error)))
     }
 
     fn from_inner(inner: Inner) -> Self {
@@ -131,19 +151,20 @@ impl<C: Codec> StateAccess<C> {
         }
     }
 
-    /// For operator authors: points this access at another key, reusing its allocation (and
-    /// encoding buffer) when no clone of it is alive, and returns the access to hand to the
-    /// closure.
+    /// For operator authors: points this access at another key, reusing its allocation when
+    /// no clone of it is alive, and returns the access to hand to the closure.
     ///
     /// `storage_key` is the full key in the store and `key_start` where the user's key begins
-    /// in it; `slot` is the key's slot when the caller already looked it up in an in-process
-    /// store; `now_ms` is the instant the event is judged at.
+    /// in it; on return it holds the previous key's `String` (empty if none could be reclaimed),
+    /// so the caller can reuse its buffer. `hash` is the key's [`LocalStorage::hash_key`] if
+    /// the caller already computed it (else it is computed on first use), and `now_ms` the
+    /// instant the event is judged at.
     pub fn rebind(
         &mut self,
         storage: &SharedStorage,
-        storage_key: String,
+        storage_key: &mut String,
         key_start: usize,
-        slot: Option<Arc<Slot>>,
+        hash: Option<u64>,
         now_ms: u64,
     ) -> Self {
         match Arc::get_mut(&mut self.inner) {
@@ -155,29 +176,28 @@ impl<C: Codec> StateAccess<C> {
                 {
                     inner.storage = Some(Arc::clone(storage));
                 }
-                inner.storage_key = storage_key;
+                std::mem::swap(&mut inner.storage_key, storage_key);
                 inner.key_start = key_start;
+                *inner.hash.get_mut() = hash.unwrap_or(0);
+                *inner.hashed.get_mut() = hash.is_some();
                 inner.now_ms = Some(now_ms);
                 inner.error = None;
-                let state = inner
-                    .state
-                    .get_mut()
-                    .unwrap_or_else(|poisoned| poisoned.into_inner());
-                state.slot = slot;
-                state.read_error = None;
+                if *inner.read_failed.get_mut() {
+                    *inner.read_failed.get_mut() = false;
+                    *inner
+                        .read_error
+                        .get_mut()
+                        .unwrap_or_else(|poisoned| poisoned.into_inner()) = None;
+                }
             }
             None => {
-                *self = Self::from_inner(Inner {
-                    storage: Some(Arc::clone(storage)),
-                    storage_key,
-                    key_start,
-                    now_ms: Some(now_ms),
-                    error: None,
-                    state: Mutex::new(Mutable {
-                        slot,
-                        ..Mutable::default()
-                    }),
-                })
+                let mut inner = Inner::new(None, std::mem::take(storage_key), None);
+                inner.storage = Some(Arc::clone(storage));
+                inner.key_start = key_start;
+                *inner.hash.get_mut() = hash.unwrap_or(0);
+                *inner.hashed.get_mut() = hash.is_some();
+                inner.now_ms = Some(now_ms);
+                *self = Self::from_inner(inner);
             }
         }
         self.clone()
@@ -201,13 +221,6 @@ impl<C: Codec> StateAccess<C> {
         &self.inner.storage_key
     }
 
-    fn state(&self) -> MutexGuard<'_, Mutable> {
-        self.inner
-            .state
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-    }
-
     fn storage(&self) -> StateResult<&SharedStorage> {
         match (&self.inner.error, &self.inner.storage) {
             (Some(err), _) => Err(err.clone()),
@@ -217,6 +230,16 @@ impl<C: Codec> StateAccess<C> {
                 self.key()
             ))),
         }
+    }
+
+    fn hash(&self, local: &dyn LocalStorage) -> u64 {
+        if self.inner.hashed.load(Ordering::Acquire) {
+            return self.inner.hash.load(Ordering::Relaxed);
+        }
+        let hash = local.hash_key(&self.inner.storage_key);
+        self.inner.hash.store(hash, Ordering::Relaxed);
+        self.inner.hashed.store(true, Ordering::Release);
+        hash
     }
 
     fn now(&self, local: &dyn LocalStorage) -> u64 {
@@ -234,42 +257,31 @@ impl<C: Codec> StateAccess<C> {
             .map_err(|e| StateError::encode_for(self.key(), std::any::type_name::<S>(), e))
     }
 
-    fn check_writable(&self, state: &Mutable) -> StateResult<()> {
-        match &state.read_error {
-            None => Ok(()),
-            Some(err) => Err(StateError::Validation(format!(
-                "key '{}': refusing to overwrite state that could not be read ({err}); call \
-                 try_get to see the failure, or delete() to reset the key explicitly",
-                self.key()
-            ))),
-        }
+    fn record_read_failure(&self, err: StateError) {
+        *self
+            .inner
+            .read_error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(err);
+        self.inner.read_failed.store(true, Ordering::Release);
     }
 
-    /// The key's slot in an in-process store, if it has one (cached after the first lookup).
-    fn find_slot(&self, local: &dyn LocalStorage, state: &mut Mutable) -> Option<Arc<Slot>> {
-        match &state.slot {
-            Some(slot) if !slot.is_detached() => Some(Arc::clone(slot)),
-            _ => {
-                state.slot = local.lookup(&self.inner.storage_key);
-                state.slot.clone()
-            }
+    fn check_writable(&self) -> StateResult<()> {
+        if !self.inner.read_failed.load(Ordering::Acquire) {
+            return Ok(());
         }
-    }
-
-    /// The key's slot in an in-process store, inserted if absent.
-    fn slot_for_write(
-        &self,
-        local: &dyn LocalStorage,
-        state: &mut Mutable,
-    ) -> StateResult<Arc<Slot>> {
-        match &state.slot {
-            Some(slot) if !slot.is_detached() => Ok(Arc::clone(slot)),
-            _ => {
-                let slot = local.lookup_or_insert(&self.inner.storage_key)?;
-                state.slot = Some(Arc::clone(&slot));
-                Ok(slot)
-            }
-        }
+        let cause = self
+            .inner
+            .read_error
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .as_ref()
+            .map_or_else(String::new, ToString::to_string);
+        Err(StateError::Validation(format!(
+            "key '{}': refusing to overwrite state that could not be read ({cause}); call \
+             try_get to see the failure, or delete() to reset the key explicitly",
+            self.key()
+        )))
     }
 
     /// The key's state, or `None` if it has none, it expired, or it could not be read (see the
@@ -278,7 +290,7 @@ impl<C: Codec> StateAccess<C> {
         match self.try_get().await {
             Ok(value) => value,
             Err(err) => {
-                self.state().read_error = Some(err);
+                self.record_read_failure(err);
                 None
             }
         }
@@ -288,22 +300,20 @@ impl<C: Codec> StateAccess<C> {
     pub async fn try_get<S: DeserializeOwned>(&self) -> StateResult<Option<S>> {
         let storage = self.storage()?;
         if let Some(local) = storage.as_local() {
-            let now = self.now(local);
-            let mut state = self.state();
-            // A detached slot means the store evicted the key between calls: look again.
-            for _ in 0..3 {
-                let Some(slot) = self.find_slot(local, &mut state) else {
-                    return Ok(None);
-                };
-                match slot.read(now, |bytes| self.decode::<S>(bytes)) {
-                    SlotRead::Value(value) => return value.map(Some),
-                    SlotRead::Absent => return Ok(None),
-                    SlotRead::Detached => state.slot = None,
-                }
-            }
-            return Ok(None);
+            let mut value = None;
+            local.read(
+                self.hash(local),
+                &self.inner.storage_key,
+                self.now(local),
+                &mut |bytes| value = Some(self.decode::<S>(bytes)),
+            );
+            return value.transpose();
         }
-        match storage.get(&self.inner.storage_key).await? {
+        match storage
+            .get(&self.inner.storage_key)
+            .await
+            .map_err(|e| e.with_key(self.key()))?
+        {
             Some(bytes) => self.decode(&bytes).map(Some),
             None => Ok(None),
         }
@@ -312,26 +322,24 @@ impl<C: Codec> StateAccess<C> {
     /// Stores `value` as the key's state (its TTL starts again).
     pub async fn set<S: Serialize + ?Sized>(&self, value: &S) -> StateResult<()> {
         let storage = self.storage()?;
+        self.check_writable()?;
         if let Some(local) = storage.as_local() {
-            let now = self.now(local);
-            let ttl = local.ttl_ms();
-            let mut state = self.state();
-            self.check_writable(&state)?;
-            let mut buf = std::mem::take(&mut state.scratch);
-            self.encode(value, &mut buf)?;
-            loop {
-                let slot = self.slot_for_write(local, &mut state)?;
-                if slot.write(now, ttl, &mut buf) {
-                    state.scratch = buf;
-                    return Ok(());
-                }
-                state.slot = None;
-            }
+            return with_scratch(|buf| {
+                self.encode(value, buf)?;
+                local.write(
+                    self.hash(local),
+                    &self.inner.storage_key,
+                    self.now(local),
+                    buf,
+                )
+            });
         }
-        self.check_writable(&self.state())?;
         let mut buf = Vec::new();
         self.encode(value, &mut buf)?;
-        storage.set(&self.inner.storage_key, &buf).await
+        storage
+            .set(&self.inner.storage_key, &buf)
+            .await
+            .map_err(|e| e.with_key(self.key()))
     }
 
     /// Atomically replaces the key's state with `f(current)` and returns the new state.
@@ -344,48 +352,48 @@ impl<C: Codec> StateAccess<C> {
         F: FnOnce(Option<S>) -> S + Send,
     {
         let storage = self.storage()?;
+        self.check_writable()?;
         let mut f = Some(f);
-        if let Some(local) = storage.as_local() {
-            let now = self.now(local);
-            let ttl = local.ttl_ms();
-            let mut state = self.state();
-            self.check_writable(&state)?;
-            let mut buf = std::mem::take(&mut state.scratch);
-            loop {
-                let slot = self.slot_for_write(local, &mut state)?;
-                let result = slot.update(now, ttl, &mut buf, |current, out| {
-                    let current = current.map(|b| self.decode::<S>(b)).transpose()?;
-                    let f = f.take().expect("update closure runs once");
-                    let next = f(current);
-                    self.encode(&next, out)?;
-                    Ok::<S, StateError>(next)
-                });
-                match result {
-                    Some(result) => {
-                        state.scratch = buf;
-                        return result;
-                    }
-                    None => state.slot = None,
-                }
-            }
-        }
-        self.check_writable(&self.state())?;
         let mut out: Option<S> = None;
-        let out_ref = &mut out;
-        storage
-            .update(
-                &self.inner.storage_key,
-                Box::new(move |current: Option<Vec<u8>>| {
-                    let current = current.map(|b| self.decode::<S>(&b)).transpose()?;
-                    let f = f.take().expect("update closure runs once");
-                    let next = f(current);
-                    let mut buf = Vec::new();
-                    self.encode(&next, &mut buf)?;
-                    *out_ref = Some(next);
-                    Ok(buf)
-                }),
-            )
-            .await?;
+        if let Some(local) = storage.as_local() {
+            with_scratch(|buf| {
+                local.update(
+                    self.hash(local),
+                    &self.inner.storage_key,
+                    self.now(local),
+                    buf,
+                    &mut |current, buf| {
+                        let current = current.map(|b| self.decode::<S>(b)).transpose()?;
+                        let Some(f) = f.take() else {
+                            return Err(self.update_ran_twice());
+                        };
+                        let next = f(current);
+                        self.encode(&next, buf)?;
+                        out = Some(next);
+                        Ok(())
+                    },
+                )
+            })?;
+        } else {
+            let out_ref = &mut out;
+            storage
+                .update(
+                    &self.inner.storage_key,
+                    Box::new(move |current: Option<Vec<u8>>| {
+                        let current = current.map(|b| self.decode::<S>(&b)).transpose()?;
+                        let Some(f) = f.take() else {
+                            return Err(self.update_ran_twice());
+                        };
+                        let next = f(current);
+                        let mut buf = Vec::new();
+                        self.encode(&next, &mut buf)?;
+                        *out_ref = Some(next);
+                        Ok(buf)
+                    }),
+                )
+                .await
+                .map_err(|e| e.with_key(self.key()))?;
+        }
         out.ok_or_else(|| {
             StateError::Storage(format!(
                 "key '{}': the backend's update returned without running the update function",
@@ -394,24 +402,20 @@ impl<C: Codec> StateAccess<C> {
         })
     }
 
+    fn update_ran_twice(&self) -> StateError {
+        StateError::Storage(format!(
+            "key '{}': the backend called the update function twice; an update runs it once",
+            self.key()
+        ))
+    }
+
     /// Whether the key has live state (`false` on a backend error).
     pub async fn exists(&self) -> bool {
         let Ok(storage) = self.storage() else {
             return false;
         };
         if let Some(local) = storage.as_local() {
-            let now = self.now(local);
-            let mut state = self.state();
-            for _ in 0..3 {
-                match self.find_slot(local, &mut state) {
-                    Some(slot) => match slot.is_live(now) {
-                        Some(live) => return live,
-                        None => state.slot = None,
-                    },
-                    None => return false,
-                }
-            }
-            return false;
+            return local.exists(self.hash(local), &self.inner.storage_key, self.now(local));
         }
         storage
             .exists(&self.inner.storage_key)
@@ -422,15 +426,14 @@ impl<C: Codec> StateAccess<C> {
     /// Removes the key's state. This also lifts a write block left by a failed `get`.
     pub async fn delete(&self) -> StateResult<()> {
         let storage = self.storage()?;
-        if let Some(local) = storage.as_local() {
-            local.remove(&self.inner.storage_key);
-            let mut state = self.state();
-            state.slot = None;
-            state.read_error = None;
-            return Ok(());
+        match storage.as_local() {
+            Some(local) => local.remove(self.hash(local), &self.inner.storage_key),
+            None => storage
+                .delete(&self.inner.storage_key)
+                .await
+                .map_err(|e| e.with_key(self.key()))?,
         }
-        storage.delete(&self.inner.storage_key).await?;
-        self.state().read_error = None;
+        self.inner.read_failed.store(false, Ordering::Release);
         Ok(())
     }
 }

@@ -52,6 +52,24 @@ impl StateError {
         ))
     }
 
+    /// The same error, naming `key` if its message does not already (backends often report
+    /// "connection refused" without saying which key was being read).
+    pub fn with_key(self, key: &str) -> Self {
+        let name = |msg: String| {
+            if msg.contains(key) {
+                msg
+            } else {
+                format!("key '{key}': {msg}")
+            }
+        };
+        match self {
+            StateError::Storage(msg) => StateError::Storage(name(msg)),
+            StateError::Serialization(msg) => StateError::Serialization(name(msg)),
+            StateError::Validation(msg) => StateError::Validation(name(msg)),
+            StateError::KeyExtraction(msg) => StateError::KeyExtraction(msg),
+        }
+    }
+
     /// Whether this error is a [`StateError::Validation`].
     pub fn is_validation(&self) -> bool {
         matches!(self, StateError::Validation(_))

@@ -10,7 +10,6 @@ mod codec;
 mod config;
 mod error;
 mod key;
-mod slot;
 mod storage;
 
 pub use access::{SharedStorage, StateAccess};
@@ -18,8 +17,7 @@ pub use codec::{Codec, Postcard};
 pub use config::{StateConfig, StateConfigBuilder, StateConfigs, StateStorageType};
 pub use error::{StateError, StateResult};
 pub use key::{CustomKeyExtractor, FieldKeyExtractor, KeyExtractor};
-pub use slot::{Slot, SlotRead};
-pub use storage::{LocalStorage, StateStorage, UpdateFn};
+pub use storage::{LocalStorage, LocalUpdateFn, StateStorage, UpdateFn};
 
 /// Re-exported so backend authors implement [`StateStorage`] with the same macro version.
 pub use async_trait::async_trait;

@@ -6,7 +6,6 @@ use std::sync::{Arc, OnceLock};
 use async_trait::async_trait;
 
 use crate::error::StateResult;
-use crate::slot::Slot;
 
 /// The read-modify-write function passed to [`StateStorage::update`]: it receives the current
 /// bytes (or `None`) and returns the bytes to store, or an error to leave the key untouched.
@@ -108,32 +107,46 @@ fn update_lock(store: usize, key: &str) -> &'static futures::lock::Mutex<()> {
     &locks[(h.finish() as usize) % STRIPES]
 }
 
-/// Synchronous slot access for in-process stores (implemented by `InMemoryState`).
+/// The read-modify-write step of [`LocalStorage::update`]: gets the live value (or `None`) and
+/// writes the new value into the buffer.
+pub type LocalUpdateFn<'a> = dyn FnMut(Option<&[u8]>, &mut Vec<u8>) -> StateResult<()> + 'a;
+
+/// Synchronous access for in-process stores (implemented by `InMemoryState`).
 ///
-/// A store hands out [`Slot`]s: shared cells that hold one key's bytes. Reading or writing an
-/// attached slot is a lock and a copy, with no async dispatch. When the store evicts or removes
-/// a key it [detaches](Slot::detach) the slot; a writer that finds its slot detached asks the
-/// store again, so no write lands in a slot the store no longer holds.
+/// Every call is a lock and a lookup with no async dispatch and no allocation for an existing
+/// key. Callers hash a key once with [`hash_key`](Self::hash_key) and pass the hash to every
+/// call about that key, so an event that reads and writes its state hashes its key once.
+/// Expiry is judged at the `now_ms` the caller passes (from [`now_ms`](Self::now_ms)).
 pub trait LocalStorage: Send + Sync {
-    /// The attached slot for `key`, if the store holds the key (expired or not).
-    fn lookup(&self, key: &str) -> Option<Arc<Slot>>;
+    /// The hash of `key` this store files it under.
+    fn hash_key(&self, key: &str) -> u64;
 
-    /// The attached slot for `key`, inserting an empty one if absent. Inserting into a full
-    /// store evicts before returning, so the store's bound holds after every insert.
-    fn lookup_or_insert(&self, key: &str) -> StateResult<Arc<Slot>>;
+    /// Calls `f` with the key's live value, if it has one; returns whether it did.
+    fn read(&self, hash: u64, key: &str, now_ms: u64, f: &mut dyn FnMut(&[u8])) -> bool;
 
-    /// Tells the store `key` was used at `now_ms` (drives recency for eviction). Cheap to call
-    /// on every access: stores rate-limit the work.
-    fn touch(&self, key: &str, slot: &Slot, now_ms: u64);
+    /// Stores `value` as the key's value (its TTL starts again).
+    fn write(&self, hash: u64, key: &str, now_ms: u64, value: &[u8]) -> StateResult<()>;
 
-    /// Removes `key` and detaches its slot.
-    fn remove(&self, key: &str);
+    /// Atomic read-modify-write: under the key's lock, `f` gets the live value (or `None`) and
+    /// fills `buf` (cleared first) with the new value, which is then stored; if `f` fails,
+    /// nothing is written.
+    fn update(
+        &self,
+        hash: u64,
+        key: &str,
+        now_ms: u64,
+        buf: &mut Vec<u8>,
+        f: &mut LocalUpdateFn<'_>,
+    ) -> StateResult<()>;
 
-    /// The store's clock, in milliseconds.
+    /// Whether the key has a live value.
+    fn exists(&self, hash: u64, key: &str, now_ms: u64) -> bool;
+
+    /// Removes the key.
+    fn remove(&self, hash: u64, key: &str);
+
+    /// The store's clock, in milliseconds since the Unix epoch.
     fn now_ms(&self) -> u64;
-
-    /// How long a written value lives, in milliseconds.
-    fn ttl_ms(&self) -> u64;
 }
 
 /// Shares one storage between many holders.

@@ -1,14 +1,15 @@
 //! The one clock every store and operator reads.
 
+use std::sync::OnceLock;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the Unix epoch, monotonic for the life of the clock.
 ///
-/// The clock reads the wall clock once, when it is created, and from then on adds the elapsed
-/// time of [`tokio::time::Instant`]. So:
+/// The process reads the wall clock once, at the first use of any `StateClock`, and from then on
+/// every clock adds the elapsed time of [`tokio::time::Instant`] since that moment. So:
 /// * timestamps are wall-clock milliseconds, meaningful in state that outlives the process;
-/// * within one clock, time never goes backwards, and a wall-clock step (NTP, a user changing
-///   the date) neither panics nor wraps;
+/// * every clock in a process (every store, every operator) agrees, time never goes backwards,
+///   and a wall-clock step (NTP, a user changing the date) neither panics nor wraps;
 /// * under tokio's paused time (`#[tokio::test(start_paused = true)]`, `tokio::time::advance`)
 ///   the clock follows the paused time, so time rules are tested without real sleeps.
 ///
@@ -31,15 +32,19 @@ impl Default for StateClock {
 }
 
 impl StateClock {
-    /// A clock starting at the current wall-clock time.
+    /// The process's clock (see the type's docs).
     pub fn new() -> Self {
-        let base_wall_ms = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_millis() as u64)
-            .unwrap_or(0);
+        static ANCHOR: OnceLock<(u64, std::time::Instant)> = OnceLock::new();
+        let &(base_wall_ms, base) = ANCHOR.get_or_init(|| {
+            let wall_ms = SystemTime::now()
+                .duration_since(UNIX_EPOCH)
+                .map(|d| d.as_millis() as u64)
+                .unwrap_or(0);
+            (wall_ms, std::time::Instant::now())
+        });
         Self {
             base_wall_ms,
-            base: tokio::time::Instant::now(),
+            base: tokio::time::Instant::from_std(base),
         }
     }
 

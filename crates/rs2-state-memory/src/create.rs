@@ -9,7 +9,7 @@ use crate::InMemoryState;
 /// Creates the storage a [`StateConfig`] describes.
 ///
 /// This is an extension trait because `rs2-state-core` (where `StateConfig` lives) depends on
-/// no runtime and so cannot build the moka-based default store; it is in `rs2::state` and
+/// no runtime and so cannot build the default store; it is in `rs2::state` and
 /// `rs2::prelude`, so `config.create_storage()` works after either import.
 ///
 /// For `InMemory`, each call makes a new, independent store. With a custom store set, both

@@ -1,14 +1,16 @@
 //! The default rs2 state store, [`InMemoryState`], and the clock every operator reads.
 //!
-//! moka governs which keys the store holds (a size bound with LRU eviction); each key's value
-//! lives in a [`Slot`](rs2_state_core::Slot) that readers and writers update in place, so an
-//! access to an existing key never pays a moka write. Expiry is exact: every read checks the
-//! value's stamp against [`StateClock`].
+//! Values live in a sharded hash table that readers and writers update in place, so an access
+//! to an existing key is a lock and a lookup; a recency list bounds the store exactly, evicting
+//! the least recently used key. Expiry is exact: every read checks the value's stamp against
+//! [`StateClock`]. Why this is not a moka cache: `docs/decisions/001-in-memory-hot-path.md`.
 #![warn(missing_docs)]
 
 mod clock;
 mod create;
+mod recency;
 mod store;
+mod value;
 
 pub use clock::StateClock;
 pub use create::CreateStorage;

@@ -1,0 +1,172 @@
+//! The store's recency order: a doubly linked list of keys, least recently used first.
+//!
+//! Nodes live in a slab and hold only the key's hash; the table entry of a key holds its node's
+//! index, so an evicted node finds its entry with a hash lookup and an index compare. The list
+//! is changed only under the store's recency lock, together with the table, so a node and its
+//! entry come and go as one.
+
+const NIL: u32 = u32::MAX;
+
+#[derive(Debug, Clone, Copy)]
+struct Node {
+    hash: u64,
+    prev: u32,
+    next: u32,
+    live: bool,
+}
+
+/// Keys in recency order.
+#[derive(Debug)]
+pub(crate) struct RecencyList {
+    nodes: Vec<Node>,
+    free: Vec<u32>,
+    /// Least recently used.
+    head: u32,
+    /// Most recently used.
+    tail: u32,
+    len: usize,
+}
+
+impl Default for RecencyList {
+    fn default() -> Self {
+        Self {
+            nodes: Vec::new(),
+            free: Vec::new(),
+            head: NIL,
+            tail: NIL,
+            len: 0,
+        }
+    }
+}
+
+impl RecencyList {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Adds a key as the most recently used; returns its node.
+    pub fn push_back(&mut self, hash: u64) -> u32 {
+        let node = Node {
+            hash,
+            prev: self.tail,
+            next: NIL,
+            live: true,
+        };
+        let index = match self.free.pop() {
+            Some(index) => {
+                self.nodes[index as usize] = node;
+                index
+            }
+            None => {
+                self.nodes.push(node);
+                (self.nodes.len() - 1) as u32
+            }
+        };
+        match self.tail {
+            NIL => self.head = index,
+            tail => self.nodes[tail as usize].next = index,
+        }
+        self.tail = index;
+        self.len += 1;
+        index
+    }
+
+    fn unlink(&mut self, index: u32) {
+        let Node { prev, next, .. } = self.nodes[index as usize];
+        match prev {
+            NIL => self.head = next,
+            prev => self.nodes[prev as usize].next = next,
+        }
+        match next {
+            NIL => self.tail = prev,
+            next => self.nodes[next as usize].prev = prev,
+        }
+    }
+
+    /// Whether `index` is a live node for a key with `hash`.
+    fn holds(&self, index: u32, hash: u64) -> bool {
+        self.nodes
+            .get(index as usize)
+            .is_some_and(|node| node.live && node.hash == hash)
+    }
+
+    /// Marks the key as the most recently used. A stale `index` (its key is gone) is ignored.
+    pub fn move_to_back(&mut self, index: u32, hash: u64) {
+        if !self.holds(index, hash) || self.tail == index {
+            return;
+        }
+        self.unlink(index);
+        let tail = self.tail;
+        let node = &mut self.nodes[index as usize];
+        node.prev = tail;
+        node.next = NIL;
+        match tail {
+            NIL => self.head = index,
+            tail => self.nodes[tail as usize].next = index,
+        }
+        self.tail = index;
+    }
+
+    /// Removes a key's node.
+    pub fn remove(&mut self, index: u32) {
+        if self.nodes.get(index as usize).is_some_and(|n| n.live) {
+            self.unlink(index);
+            self.nodes[index as usize].live = false;
+            self.free.push(index);
+            self.len -= 1;
+        }
+    }
+
+    /// Removes and returns the least recently used key's node and hash.
+    pub fn pop_front(&mut self) -> Option<(u32, u64)> {
+        let index = self.head;
+        if index == NIL {
+            return None;
+        }
+        let hash = self.nodes[index as usize].hash;
+        self.remove(index);
+        Some((index, hash))
+    }
+
+    pub fn clear(&mut self) {
+        *self = Self::default();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn order(list: &mut RecencyList) -> Vec<u64> {
+        let mut out = Vec::new();
+        let mut i = list.head;
+        while i != NIL {
+            out.push(list.nodes[i as usize].hash);
+            i = list.nodes[i as usize].next;
+        }
+        out
+    }
+
+    #[test]
+    fn least_recently_used_comes_out_first() {
+        let mut list = RecencyList::default();
+        let a = list.push_back(1);
+        let _b = list.push_back(2);
+        let c = list.push_back(3);
+        list.move_to_back(a, 1);
+        assert_eq!(order(&mut list), [2, 3, 1]);
+        list.remove(c);
+        assert_eq!(order(&mut list), [2, 1]);
+        assert_eq!(list.pop_front(), Some((1, 2)));
+        // A stale index (or a wrong hash) is ignored.
+        list.move_to_back(c, 3);
+        list.move_to_back(a, 99);
+        assert_eq!(order(&mut list), [1]);
+        let d = list.push_back(4);
+        assert!(d == c || d == 1, "freed nodes are reused");
+        assert_eq!(list.len(), 2);
+        assert_eq!(list.pop_front(), Some((a, 1)));
+        assert_eq!(list.pop_front().map(|(_, h)| h), Some(4));
+        assert_eq!(list.pop_front(), None);
+    }
+}
