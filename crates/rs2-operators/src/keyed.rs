@@ -19,7 +19,7 @@ pub(crate) struct EventKey {
     /// The namespaced key; the user's key is `storage_key[key_start..]`.
     pub storage_key: String,
     pub key_start: usize,
-    /// `storage_key`'s hash in an in-process store, once computed (see `KeyedState::hash`).
+    /// `storage_key`'s hash in an in-process store, computed by the first `load`/`save`.
     pub hash: Option<u64>,
 }
 
@@ -32,7 +32,6 @@ impl EventKey {
 /// Per-operator view of one namespace in the configured storage.
 pub(crate) struct KeyedState {
     storage: SharedStorage,
-
     /// `""` when the store is private to this operator, else `"{namespace}/{operator}:"`.
     prefix: String,
     clock: StateClock,
@@ -174,6 +173,27 @@ impl KeyedState {
                 Some(bytes) => decode(key, &bytes).map(Some),
                 None => Ok(None),
             }
+        })
+    }
+
+    /// Removes the operator's own state for `key`.
+    #[allow(dead_code)] // first used by the windowed operators; remove this line then
+    pub fn remove(&mut self, key: &mut EventKey) -> StateIo<()> {
+        if let Some(local) = self.storage.as_local() {
+            let hash = *key
+                .hash
+                .get_or_insert_with(|| local.hash_key(&key.storage_key));
+            local.remove(hash, &key.storage_key);
+            return StateIo::ready(Ok(()));
+        }
+        let storage = Arc::clone(&self.storage);
+        let storage_key = key.storage_key.clone();
+        let key_start = key.key_start;
+        StateIo::remote(async move {
+            storage
+                .delete(&storage_key)
+                .await
+                .map_err(|e| e.with_key(&storage_key[key_start..]))
         })
     }
 
