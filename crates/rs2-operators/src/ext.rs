@@ -155,6 +155,65 @@ pub trait StatefulStreamExt: Stream {
     {
         StatefulReduce::new(self, config, "reduce", key_extractor, ReduceSeed, f)
     }
+
+    /// Joins this stream with `other` by key: each event meets every event of the other input
+    /// with the same key that arrived within `window` before it (an inner join, symmetric in
+    /// time). Runs until both inputs end. See [`StatefulJoin`] for buffering and its bounds.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use std::time::Duration;
+    /// use futures::{stream, StreamExt};
+    /// use rs2_operators::StatefulStreamExt;
+    /// use rs2_state_core::{StateConfig, StateAccess};
+    ///
+    /// let orders = stream::iter([("o1".to_string(), 30u32), ("o2".to_string(), 10)]);
+    /// let payments = stream::iter([("o1".to_string(), "card".to_string())]);
+    /// let paid: Vec<String> = orders
+    ///     .stateful_join_rs2(
+    ///         payments,
+    ///         StateConfig::new(),
+    ///         |o: &(String, u32)| o.0.clone(),
+    ///         |p: &(String, String)| p.0.clone(),
+    ///         Duration::from_secs(60),
+    ///         |o, p, _state: StateAccess| async move { format!("{} paid {} by {}", o.0, o.1, p.1) },
+    ///     )
+    ///     .map(Result::unwrap)
+    ///     .collect()
+    ///     .await;
+    /// assert_eq!(paid, ["o1 paid 30 by card"]);
+    /// # }
+    /// ```
+    #[allow(clippy::too_many_arguments)]
+    fn stateful_join_rs2<S2, K1, K2, F, Fut, R>(
+        self,
+        other: S2,
+        config: StateConfig,
+        key_extractor: K1,
+        other_key_extractor: K2,
+        window: std::time::Duration,
+        f: F,
+    ) -> crate::StatefulJoin<Self, S2, K1, K2, F, Fut>
+    where
+        Self: Sized,
+        S2: Stream,
+        Self::Item: Clone + Serialize + DeserializeOwned + Send + 'static,
+        S2::Item: Clone + Serialize + DeserializeOwned + Send + 'static,
+        K1: KeyExtractor<Self::Item>,
+        K2: KeyExtractor<S2::Item>,
+        F: FnMut(Self::Item, S2::Item, StateAccess) -> Fut,
+        Fut: Future<Output = R>,
+    {
+        crate::StatefulJoin::new(
+            self,
+            other,
+            config,
+            key_extractor,
+            other_key_extractor,
+            window,
+            f,
+        )
+    }
 }
 
 impl<S: Stream + ?Sized> StatefulStreamExt for S {}

@@ -177,7 +177,6 @@ impl KeyedState {
     }
 
     /// Removes the operator's own state for `key`.
-    #[allow(dead_code)] // first used by the windowed operators; remove this line then
     pub fn remove(&mut self, key: &mut EventKey) -> StateIo<()> {
         if let Some(local) = self.storage.as_local() {
             let hash = *key
