@@ -132,8 +132,9 @@ impl<C: Codec> fmt::Debug for StateAccess<C> {
     }
 }
 
-impl<C: Codec> StateAccess<C> {
-    /// Access to `key` in `storage` (the key is used as is, without a namespace).
+impl StateAccess {
+    /// Access to `key` in `storage` (the key is used as is, without a namespace), with the
+    /// default codec; [`with_codec`](Self::with_codec) switches codecs.
     pub fn new(storage: SharedStorage, key: String) -> Self {
         Self::from_inner(Inner::new(Some(storage), key, None))
     }
@@ -143,7 +144,9 @@ impl<C: Codec> StateAccess<C> {
     pub fn failed(key: String, error: StateError) -> Self {
         Self::from_inner(Inner::new(None, key, Some(error)))
     }
+}
 
+impl<C: Codec> StateAccess<C> {
     fn from_inner(inner: Inner) -> Self {
         Self {
             inner: Arc::new(inner),
