@@ -102,5 +102,52 @@ fn keyed_counter(c: &mut Criterion) {
     group.finish();
 }
 
-criterion_group!(benches, keyed_counter);
+/// 1,000,000 distinct keys through a store bounded at 10,000: every event inserts a key and
+/// evicts the least recently used one.
+fn distinct_keys_bounded(c: &mut Criterion) {
+    let events = keyed_events_distinct(EVENTS);
+    let rt = runtime();
+    let mut group = c.benchmark_group("distinct_keys_max_size_10k");
+    group.throughput(Throughput::Elements(EVENTS as u64));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(8));
+    group.bench_function("stateful_map_rs2_get_set", |b| {
+        b.iter_batched(
+            || events.clone(),
+            |evs| {
+                rt.block_on(async {
+                    stream::iter(evs)
+                        .stateful_map_rs2(
+                            StateConfig::new().max_size(10_000),
+                            |e: &UserEvent| e.user_id.clone(),
+                            |e, state: StateAccess| async move {
+                                let n = state.get::<u64>().await.unwrap_or(0) + 1;
+                                state.set(&n).await.expect("in-memory set");
+                                (e.user_id, n)
+                            },
+                        )
+                        .fold(0, |acc, x| {
+                            black_box(x);
+                            future::ready(acc + 1)
+                        })
+                        .await
+                })
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+fn keyed_events_distinct(n: usize) -> Vec<UserEvent> {
+    (0..n)
+        .map(|i| UserEvent {
+            user_id: format!("user-{i}"),
+            amount: (i % 100) as f64,
+            timestamp: i as u64,
+        })
+        .collect()
+}
+
+criterion_group!(benches, keyed_counter, distinct_keys_bounded);
 criterion_main!(benches);
