@@ -6,18 +6,30 @@
 #![warn(missing_docs)]
 
 mod accumulate;
+mod dedup;
 mod ext;
 mod filter;
 mod fold;
+mod group_by;
 mod join;
 mod keyed;
 mod map;
+mod pattern;
 mod reduce;
+mod session;
+mod throttle;
+mod window;
 
 pub use accumulate::{Accumulate, Seed};
+pub use dedup::StatefulDeduplicate;
 pub use ext::StatefulStreamExt;
 pub use filter::StatefulFilter;
 pub use fold::{FoldSeed, StatefulFold};
+pub use group_by::{StatefulGroupBy, StatefulGroupByAdvanced};
 pub use join::StatefulJoin;
 pub use map::StatefulMap;
+pub use pattern::StatefulPattern;
 pub use reduce::{ReduceSeed, StatefulReduce};
+pub use session::StatefulSession;
+pub use throttle::{DroppedCounter, StatefulThrottle};
+pub use window::StatefulWindow;

@@ -1,7 +1,7 @@
 //! The one clock every store and operator reads.
 
 use std::sync::OnceLock;
-use std::time::{SystemTime, UNIX_EPOCH};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// Milliseconds since the Unix epoch, monotonic for the life of the clock.
 ///
@@ -40,7 +40,17 @@ impl StateClock {
                 .duration_since(UNIX_EPOCH)
                 .map(|d| d.as_millis() as u64)
                 .unwrap_or(0);
-            (wall_ms, std::time::Instant::now())
+            // Anchor a day in the past (or as far back as the monotonic clock goes), so a
+            // paused tokio runtime created before this first read still reads times after the
+            // anchor instead of a clock stuck at the anchor.
+            let now = std::time::Instant::now();
+            let back = [86_400, 3_600, 60, 1, 0]
+                .into_iter()
+                .map(Duration::from_secs)
+                .find(|d| now.checked_sub(*d).is_some())
+                .unwrap_or_default();
+            let anchor = now.checked_sub(back).unwrap_or(now);
+            (wall_ms.saturating_sub(back.as_millis() as u64), anchor)
         });
         Self {
             base_wall_ms,

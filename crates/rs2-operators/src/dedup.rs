@@ -1,0 +1,204 @@
+//! `stateful_deduplicate_rs2`: lets a key's first event through and drops its repeats for a
+//! while.
+
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+use std::time::Duration;
+
+use futures::Stream;
+use pin_project_lite::pin_project;
+use rs2_state_core::{KeyExtractor, StateConfig, StateError};
+
+use crate::keyed::{EventKey, KeyedState, StateIo};
+
+pin_project! {
+    /// Stream returned by
+    /// [`stateful_deduplicate_rs2`](crate::StatefulStreamExt::stateful_deduplicate_rs2).
+    ///
+    /// **Rule.** An event is let through (as `Ok(event)`) when its key has no window open, and
+    /// it opens a window of `ttl` for that key; every later event of the key that arrives while
+    /// the window is open (less than `ttl` after the event that opened it) is dropped in place.
+    /// The first event at or after `ttl` is let through again and opens a new window. Dropped
+    /// events do not extend the window. Output order is input order. Time is the operator's
+    /// clock (milliseconds, following tokio's paused time in tests), read once per event when
+    /// the operator takes it from its input.
+    ///
+    /// **State.** Per key, one timestamp (the opening event's time) in the configured storage
+    /// (namespace `dedup`), written only when an event is let through. So memory is bounded by
+    /// the config's `max_size`; a key whose marker was evicted (`max_size`) or expired (the
+    /// config's `ttl`, counted from the write) is forgotten and its next event is let through.
+    /// Give the config a TTL of at least `ttl` (the seed's `StateConfigs::short_lived()` with a
+    /// 5 minute `ttl` is exactly that) and a `max_size` above the number of keys active within
+    /// `ttl`, or repeats may pass early.
+    ///
+    /// **Errors.** A zero `ttl` yields one [`StateError::Validation`] item and ends the stream.
+    /// An invalid config, a failing key extractor, a backend failure or an undecodable marker
+    /// yields an `Err` item for that event (naming the key where there is one) in place of the
+    /// event, and the stream goes on with the next event. If the marker could not be written,
+    /// the event is reported as that `Err` (not let through), and its key has no window open.
+    #[must_use = "streams do nothing unless polled"]
+    pub struct StatefulDeduplicate<S: futures::Stream, K> {
+        #[pin]
+        stream: S,
+        step: Step<S::Item>,
+        keyed: KeyedState,
+        key_extractor: K,
+        ttl_ms: u64,
+    }
+}
+
+enum Step<T> {
+    /// Waiting for the next event.
+    Idle,
+    /// Reading the key's marker.
+    Loading {
+        event: T,
+        key: EventKey,
+        now: u64,
+        io: StateIo<Option<u64>>,
+    },
+    /// Writing the marker of an event being let through.
+    Saving {
+        event: T,
+        io: StateIo<()>,
+    },
+    /// An argument was invalid: report it, then end.
+    Invalid(StateError),
+    Done,
+}
+
+/// Events an operator takes in without yielding an item before it returns `Pending` (after
+/// waking itself), so a long run of dropped or buffered events cannot hold the executor's
+/// thread for the whole of a ready input.
+pub(crate) const YIELD_BUDGET: u32 = 1024;
+
+/// Counts an event taken in without an item; `true` when the poll should yield.
+#[inline]
+pub(crate) fn spend(budget: &mut u32, cx: &mut Context<'_>) -> bool {
+    *budget += 1;
+    if *budget >= YIELD_BUDGET {
+        cx.waker().wake_by_ref();
+        true
+    } else {
+        false
+    }
+}
+
+/// Whole milliseconds covering `d` (a positive sub-millisecond duration counts as 1 ms).
+pub(crate) fn ceil_ms(d: Duration) -> u64 {
+    u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
+}
+
+impl<S: Stream, K> StatefulDeduplicate<S, K> {
+    pub(crate) fn new(stream: S, config: StateConfig, key_extractor: K, ttl: Duration) -> Self {
+        let step = if ttl.is_zero() {
+            Step::Invalid(StateError::Validation(
+                "dedup operator: ttl cannot be zero; pass how long repeats of a key are dropped \
+                 (for example Duration::from_secs(300))"
+                    .into(),
+            ))
+        } else {
+            Step::Idle
+        };
+        Self {
+            stream,
+            step,
+            keyed: KeyedState::new(&config, "dedup"),
+            key_extractor,
+            ttl_ms: ceil_ms(ttl),
+        }
+    }
+}
+
+impl<S, K> Stream for StatefulDeduplicate<S, K>
+where
+    S: Stream,
+    K: KeyExtractor<S::Item>,
+{
+    type Item = Result<S::Item, StateError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut this = self.project();
+        let mut budget = 0;
+        loop {
+            match std::mem::replace(this.step, Step::Idle) {
+                Step::Idle => {
+                    let Some(event) = ready!(this.stream.as_mut().poll_next(cx)) else {
+                        *this.step = Step::Done;
+                        return Poll::Ready(None);
+                    };
+                    let mut key = match this.keyed.key_of(this.key_extractor, &event) {
+                        Ok(key) => key,
+                        Err(err) => return Poll::Ready(Some(Err(err))),
+                    };
+                    let now = this.keyed.now();
+                    let io = this.keyed.load(&mut key, now);
+                    *this.step = Step::Loading {
+                        event,
+                        key,
+                        now,
+                        io,
+                    };
+                }
+                Step::Loading {
+                    event,
+                    mut key,
+                    now,
+                    mut io,
+                } => {
+                    let opened_at = match Pin::new(&mut io).poll(cx) {
+                        Poll::Pending => {
+                            *this.step = Step::Loading {
+                                event,
+                                key,
+                                now,
+                                io,
+                            };
+                            return Poll::Pending;
+                        }
+                        Poll::Ready(Err(err)) => return Poll::Ready(Some(Err(err))),
+                        Poll::Ready(Ok(opened_at)) => opened_at,
+                    };
+                    // `abs_diff`: a marker from the future (a durable store written under a
+                    // wall clock that has since been set back) holds for at most `ttl` too.
+                    if opened_at.is_some_and(|t| now.abs_diff(t) < *this.ttl_ms) {
+                        // A repeat within the window: dropped in place.
+                        if spend(&mut budget, cx) {
+                            return Poll::Pending;
+                        }
+                        continue;
+                    }
+                    let io = this.keyed.save(&mut key, &now, now);
+                    *this.step = Step::Saving { event, io };
+                }
+                Step::Saving { event, mut io } => match Pin::new(&mut io).poll(cx) {
+                    Poll::Pending => {
+                        *this.step = Step::Saving { event, io };
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(result) => return Poll::Ready(Some(result.map(|()| event))),
+                },
+                Step::Invalid(err) => {
+                    *this.step = Step::Done;
+                    return Poll::Ready(Some(Err(err)));
+                }
+                Step::Done => {
+                    *this.step = Step::Done;
+                    return Poll::Ready(None);
+                }
+            }
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        match self.step {
+            Step::Done => (0, Some(0)),
+            Step::Invalid(_) => (1, Some(1)),
+            _ => {
+                let (_, hi) = self.stream.size_hint();
+                (0, hi.and_then(|h| h.checked_add(1)))
+            }
+        }
+    }
+}

@@ -1,0 +1,770 @@
+//! `stateful_group_by_rs2` and `stateful_group_by_advanced_rs2`: collect each key's events into
+//! groups and hand every group to the user's closure.
+//!
+//! Both operators are one stream type: the basic one is the advanced one with no size limit, no
+//! timeout and no emission on key change.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use futures::Stream;
+use pin_project_lite::pin_project;
+use rs2_state_core::{KeyExtractor, StateAccess, StateConfig, StateError, StateResult};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+use tokio::time::Sleep;
+
+use crate::dedup::{ceil_ms, spend};
+use crate::keyed::{EventKey, KeyedState, StateIo};
+
+/// Events per storage entry of a group buffer: appending an event reads and writes at most
+/// this many, so a long group costs O(1) per event, not O(group).
+pub(crate) const GROUP_CHUNK: usize = 64;
+
+/// Stream returned by
+/// [`stateful_group_by_advanced_rs2`](crate::StatefulStreamExt::stateful_group_by_advanced_rs2)
+/// (the same type as the basic operator's; see [`StatefulGroupBy`]).
+pub type StatefulGroupByAdvanced<S, K, F, Fut> = StatefulGroupBy<S, K, F, Fut>;
+
+pin_project! {
+    /// Stream returned by [`stateful_group_by_rs2`](crate::StatefulStreamExt::stateful_group_by_rs2)
+    /// and [`stateful_group_by_advanced_rs2`](crate::StatefulStreamExt::stateful_group_by_advanced_rs2).
+    ///
+    /// Each key's events are collected, in input order, into an open group. A group is
+    /// **emitted**, that is handed to the closure as `f(key, events, state)` whose output is
+    /// yielded as `Ok`, and closed (the key's next event opens a new group):
+    ///
+    /// * **full**: when it reaches `max_group_size` events (that event completes it);
+    /// * **timed out**: `group_timeout` after the group's **first** event, by a tokio timer, so
+    ///   it is emitted even while the input is idle (its own later events do not extend it);
+    /// * **key change**: with `emit_on_key_change`, when an event's key differs from the
+    ///   previous event's key, the previous key's open group is emitted before that event is
+    ///   taken in;
+    /// * **storage limits** (see State below): when the config's `max_size` is reached the
+    ///   oldest open group is emitted early, and a group is emitted before its buffer could
+    ///   expire from storage (when it has been open for the config's `ttl` less a margin of a
+    ///   tenth of it, at most one second);
+    /// * **end of input**: all groups still open, in the order of their first events.
+    ///
+    /// No group is dropped: every event taken in is emitted in exactly one group, or reported
+    /// in an `Err` item. Groups due at the same moment are emitted oldest first; events are
+    /// never reordered within a group. The basic operator has no size limit, no timeout and no
+    /// key-change rule, so (within the storage limits) it emits each key's one group at the end
+    /// of input, in the order of the keys' first events.
+    ///
+    /// **State.** Open groups live in the configured storage (namespace `group_by`), in
+    /// entries of up to 64 events under the keys `{key}#0`, `{key}#1`, ...; an event costs one
+    /// read and one write of at most 64 events. Beside it the operator keeps an ordered index
+    /// of its open groups (key, time of first event, length) in its own memory. The number of
+    /// storage entries it holds never exceeds the config's `max_size`: when taking an event in
+    /// would need one more, the oldest open group is emitted first (early). So `max_size`
+    /// bounds the buffered events at `64 × max_size` and the open groups at `max_size`.
+    /// The closure's [`StateAccess`] is the key's own user state (namespace `group_by.user`).
+    ///
+    /// **Timer.** Timeouts (and the storage-TTL guard) are tokio timers: poll this stream
+    /// inside a tokio runtime with time enabled. Outside any tokio runtime (say under
+    /// `futures::executor::block_on`) they are checked only when the stream is polled.
+    ///
+    /// **Errors.** `max_group_size == Some(0)` or a zero `group_timeout` yields one
+    /// [`StateError::Validation`] item and ends the stream. An invalid config, a failing key
+    /// extractor, or a backend failure while taking an event in yields an `Err` item for that
+    /// event (naming the key) and the key's open group stays as it was. A group that cannot be
+    /// read back when it is emitted (backend failure, or its buffer vanished from storage)
+    /// yields one `Err` item naming the key and the number of events lost, in place of the
+    /// group. After any `Err` the stream goes on with the next event.
+    #[must_use = "streams do nothing unless polled"]
+    pub struct StatefulGroupBy<S: futures::Stream, K, F, Fut> {
+        #[pin]
+        stream: S,
+        #[pin]
+        pending: Option<Fut>,
+        #[pin]
+        timer: Option<Sleep>,
+        step: Step<S::Item>,
+        core: Core<S::Item>,
+        key_extractor: K,
+        f: F,
+    }
+}
+
+/// The stream's state apart from the input, the closure's future and the timer.
+struct Core<T> {
+    groups: KeyedState,
+    user_state: KeyedState,
+    index: OpenGroups,
+    /// An event taken from the input that waits for a group to be emitted first.
+    parked: Option<(T, String)>,
+    /// The previous event's key (kept only with `emit_on_key_change`).
+    prev_key: Option<String>,
+    max_group_size: Option<usize>,
+    emit_on_key_change: bool,
+    /// A group is due this long after its first event: `group_timeout` or the storage-TTL
+    /// guard, whichever is shorter.
+    due_after_ms: u64,
+    max_entries: Option<usize>,
+    input_done: bool,
+    /// The deadline the timer is set for.
+    armed_for: Option<u64>,
+    /// Buffer for building chunk keys.
+    key_buf: String,
+}
+
+/// Open groups: by key, and in the order they were opened (which is also deadline order).
+#[derive(Default)]
+struct OpenGroups {
+    by_key: HashMap<String, OpenGroup>,
+    order: BTreeMap<u64, String>,
+    next_seq: u64,
+    /// Storage entries held by all open groups.
+    entries: usize,
+}
+
+struct OpenGroup {
+    seq: u64,
+    opened_at: u64,
+    len: usize,
+}
+
+fn chunks(len: usize) -> usize {
+    len.div_ceil(GROUP_CHUNK)
+}
+
+impl OpenGroups {
+    fn len_of(&self, key: &str) -> Option<usize> {
+        self.by_key.get(key).map(|g| g.len)
+    }
+
+    fn contains(&self, key: &str) -> bool {
+        self.by_key.contains_key(key)
+    }
+
+    /// The oldest open group: its key and the time of its first event.
+    fn front(&self) -> Option<(&str, u64)> {
+        let (_, key) = self.order.first_key_value()?;
+        let group = self.by_key.get(key)?;
+        Some((key.as_str(), group.opened_at))
+    }
+
+    fn open(&mut self, key: String, opened_at: u64) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.order.insert(seq, key.clone());
+        self.by_key.insert(
+            key,
+            OpenGroup {
+                seq,
+                opened_at,
+                len: 1,
+            },
+        );
+        self.entries += 1;
+    }
+
+    fn grow(&mut self, key: &str) {
+        if let Some(group) = self.by_key.get_mut(key) {
+            self.entries += chunks(group.len + 1) - chunks(group.len);
+            group.len += 1;
+        }
+    }
+
+    /// Closes `key`'s group; returns its length.
+    fn close(&mut self, key: &str) -> Option<usize> {
+        let group = self.by_key.remove(key)?;
+        self.order.remove(&group.seq);
+        self.entries -= chunks(group.len);
+        Some(group.len)
+    }
+}
+
+enum Step<T> {
+    /// Between events.
+    Idle,
+    /// Reading the tail entry of `key`'s open group (of `len` events) to append `event`.
+    Appending {
+        event: T,
+        key: String,
+        chunk_key: EventKey,
+        len: usize,
+        now: u64,
+        io: StateIo<Option<Vec<T>>>,
+    },
+    /// Writing an entry of `key`'s group with a new event in it.
+    Saving {
+        key: String,
+        new_group: bool,
+        now: u64,
+        io: StateIo<()>,
+    },
+    /// Reading back (and removing) a closed group's entries.
+    Emitting(Emission<T>),
+    /// The closure's future is running (in `pending`).
+    Running,
+    /// An argument was invalid: report it, then end.
+    Invalid(StateError),
+    Done,
+}
+
+/// A closed group being read back from storage.
+struct Emission<T> {
+    key: String,
+    /// Events in the group.
+    len: usize,
+    /// Entries `0..load` are read back, entries `0..remove` removed.
+    load: usize,
+    remove: usize,
+    next: usize,
+    removed: usize,
+    events: Vec<T>,
+    /// Events already in hand, after the stored ones (the entry an event just completed).
+    tail: Option<Vec<T>>,
+    error: Option<StateError>,
+    io: EmitIo<T>,
+}
+
+enum EmitIo<T> {
+    Idle,
+    Load(StateIo<Option<Vec<T>>>),
+    Remove(StateIo<()>),
+}
+
+impl<T> Emission<T> {
+    /// The whole of a group whose entries are all in storage.
+    fn stored(key: String, len: usize) -> Self {
+        Self::new(key, len, chunks(len), chunks(len), None)
+    }
+
+    fn new(key: String, len: usize, load: usize, remove: usize, tail: Option<Vec<T>>) -> Self {
+        Self {
+            key,
+            len,
+            load,
+            remove,
+            next: 0,
+            removed: 0,
+            events: Vec::new(),
+            tail,
+            error: None,
+            io: EmitIo::Idle,
+        }
+    }
+}
+
+/// `err` while reading back `key`'s group of `len` events: the group is lost, say so.
+fn group_lost(err: StateError, key: &str, len: usize) -> StateError {
+    let what = format!("key '{key}': group of {len} event(s) could not be read back and is lost");
+    match err {
+        StateError::Storage(msg) => StateError::Storage(format!("{what}: {msg}")),
+        StateError::Serialization(msg) => StateError::Serialization(format!("{what}: {msg}")),
+        other => other,
+    }
+}
+
+/// `err` while taking an event of `key` in: the event is not in any group, say so.
+fn event_not_grouped(err: StateError, key: &str) -> StateError {
+    let what = format!("key '{key}': event not added to its group");
+    match err {
+        StateError::Storage(msg) => StateError::Storage(format!("{what}: {msg}")),
+        StateError::Serialization(msg) => StateError::Serialization(format!("{what}: {msg}")),
+        other => other,
+    }
+}
+
+fn group_missing(key: &str, len: usize, chunk: usize) -> StateError {
+    StateError::Storage(format!(
+        "key '{key}': group of {len} event(s) is lost: its storage entry '{key}#{chunk}' \
+         expired or was evicted before the group was emitted (the store's TTL or max_size is \
+         smaller than the group's life, or another writer removed it)"
+    ))
+}
+
+/// The user's key of an extracted key (drops the namespace in place).
+fn into_user_key(key: EventKey) -> String {
+    let mut s = key.storage_key;
+    s.drain(..key.key_start);
+    s
+}
+
+impl<T> Core<T>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    /// The storage key of `key`'s entry `chunk`: `{key}#{chunk}` (unambiguous: the chunk
+    /// number has no `#`, so the last `#` always separates it).
+    fn chunk_key(&mut self, key: &str, chunk: usize) -> StateResult<EventKey> {
+        self.key_buf.clear();
+        self.key_buf.push_str(key);
+        let _ = write!(self.key_buf, "#{chunk}");
+        self.groups.derived_key(&self.key_buf)
+    }
+
+    fn completes(&self, len: usize) -> bool {
+        self.max_group_size.is_some_and(|max| len >= max)
+    }
+
+    /// Whether one more storage entry would exceed `max_size`.
+    fn full(&self) -> bool {
+        self.max_entries
+            .is_some_and(|max| self.index.entries.saturating_add(1) > max)
+    }
+
+    /// Closes the oldest open group and starts emitting it.
+    fn emit_oldest(&mut self) -> Option<Step<T>> {
+        let key = self.index.front()?.0.to_owned();
+        let len = self.index.close(&key)?;
+        Some(Step::Emitting(Emission::stored(key, len)))
+    }
+
+    /// The oldest open group if it is due at `now`.
+    fn due(&self, now: u64) -> bool {
+        self.index
+            .front()
+            .is_some_and(|(_, opened_at)| now >= opened_at.saturating_add(self.due_after_ms))
+    }
+
+    fn next_deadline(&self) -> Option<u64> {
+        self.index
+            .front()
+            .map(|(_, opened_at)| opened_at.saturating_add(self.due_after_ms))
+    }
+
+    /// Takes `event` of `key` in (the key-change rule already applied).
+    fn route(&mut self, event: T, key: String, now: u64) -> StateResult<Step<T>> {
+        match self.index.len_of(&key) {
+            Some(len) if len % GROUP_CHUNK != 0 => {
+                // Append to the group's tail entry.
+                let mut chunk_key = self.chunk_key(&key, len / GROUP_CHUNK)?;
+                let io = self.groups.load(&mut chunk_key, now);
+                Ok(Step::Appending {
+                    event,
+                    key,
+                    chunk_key,
+                    len,
+                    now,
+                    io,
+                })
+            }
+            Some(len) => {
+                // The event starts a new entry of an open group.
+                let tail = len / GROUP_CHUNK;
+                if self.completes(len + 1) {
+                    self.index.close(&key);
+                    let em = Emission::new(key, len + 1, tail, tail, Some(vec![event]));
+                    return Ok(Step::Emitting(em));
+                }
+                if self.full() {
+                    self.parked = Some((event, key));
+                    return Ok(self.emit_oldest().unwrap_or(Step::Idle));
+                }
+                self.save_entry(key, tail, &[event], false, now)
+            }
+            None => {
+                if self.completes(1) {
+                    return Ok(Step::Emitting(Emission::new(
+                        key,
+                        1,
+                        0,
+                        0,
+                        Some(vec![event]),
+                    )));
+                }
+                if self.full() {
+                    self.parked = Some((event, key));
+                    return Ok(self.emit_oldest().unwrap_or(Step::Idle));
+                }
+                self.save_entry(key, 0, &[event], true, now)
+            }
+        }
+    }
+
+    fn save_entry(
+        &mut self,
+        key: String,
+        chunk: usize,
+        events: &[T],
+        new_group: bool,
+        now: u64,
+    ) -> StateResult<Step<T>> {
+        let mut chunk_key = self.chunk_key(&key, chunk)?;
+        let io = self.groups.save(&mut chunk_key, events, now);
+        Ok(Step::Saving {
+            key,
+            new_group,
+            now,
+            io,
+        })
+    }
+
+    /// Reads back (then removes) an emission's entries.
+    fn poll_emission(&mut self, em: &mut Emission<T>, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            match &mut em.io {
+                EmitIo::Idle => {
+                    if em.error.is_none() && em.next < em.load {
+                        match self.chunk_key(&em.key, em.next) {
+                            Ok(mut chunk_key) => {
+                                let now = self.groups.now();
+                                let io = self.groups.load(&mut chunk_key, now);
+                                em.io = EmitIo::Load(io);
+                            }
+                            Err(err) => em.error = Some(group_lost(err, &em.key, em.len)),
+                        }
+                    } else if em.removed < em.remove {
+                        match self.chunk_key(&em.key, em.removed) {
+                            Ok(mut chunk_key) => {
+                                em.io = EmitIo::Remove(self.groups.remove(&mut chunk_key));
+                            }
+                            Err(_) => em.removed = em.remove,
+                        }
+                    } else {
+                        return Poll::Ready(());
+                    }
+                }
+                EmitIo::Load(io) => {
+                    let result = match Pin::new(io).poll(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(result) => result,
+                    };
+                    em.io = EmitIo::Idle;
+                    match result {
+                        Ok(Some(mut chunk)) if em.events.is_empty() => {
+                            std::mem::swap(&mut em.events, &mut chunk);
+                            em.next += 1;
+                        }
+                        Ok(Some(chunk)) => {
+                            em.events.extend(chunk);
+                            em.next += 1;
+                        }
+                        Ok(None) => em.error = Some(group_missing(&em.key, em.len, em.next)),
+                        Err(err) => em.error = Some(group_lost(err, &em.key, em.len)),
+                    }
+                }
+                EmitIo::Remove(io) => {
+                    // A failed removal loses nothing: the entry is overwritten before it is
+                    // read again (a new group writes its entries before reading them), and
+                    // otherwise expires with the store's TTL.
+                    if Pin::new(io).poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    em.io = EmitIo::Idle;
+                    em.removed += 1;
+                }
+            }
+        }
+    }
+}
+
+impl<S, K, F, Fut> StatefulGroupBy<S, K, F, Fut>
+where
+    S: Stream,
+{
+    pub(crate) fn new(
+        stream: S,
+        config: StateConfig,
+        key_extractor: K,
+        max_group_size: Option<usize>,
+        group_timeout: Option<Duration>,
+        emit_on_key_change: bool,
+        f: F,
+    ) -> Self {
+        let step = if max_group_size == Some(0) {
+            Step::Invalid(StateError::Validation(
+                "group_by operator: max_group_size cannot be Some(0); pass None for no size \
+                 limit, or the number of events that completes a group (at least 1)"
+                    .into(),
+            ))
+        } else if group_timeout.is_some_and(|t| t.is_zero()) {
+            Step::Invalid(StateError::Validation(
+                "group_by operator: group_timeout cannot be zero; pass None for no timeout, or \
+                 how long after its first event a group is emitted"
+                    .into(),
+            ))
+        } else {
+            Step::Idle
+        };
+        // A group's entries are written no earlier than its first event, so emitting it
+        // before `ttl` has passed since then (less a margin for a late timer) keeps every
+        // entry live until it is read back.
+        let ttl_ms = u64::try_from(config.ttl.as_millis()).unwrap_or(u64::MAX);
+        let ttl_guard = ttl_ms.saturating_sub((ttl_ms / 10).clamp(1, 1000));
+        let due_after_ms = group_timeout.map_or(ttl_guard, |t| ceil_ms(t).min(ttl_guard));
+        Self {
+            stream,
+            pending: None,
+            timer: None,
+            step,
+            core: Core {
+                groups: KeyedState::new(&config, "group_by"),
+                user_state: KeyedState::new(&config, "group_by.user"),
+                index: OpenGroups::default(),
+                parked: None,
+                prev_key: None,
+                max_group_size,
+                emit_on_key_change,
+                due_after_ms,
+                max_entries: config.max_size.filter(|&n| n != usize::MAX),
+                input_done: false,
+                armed_for: None,
+                key_buf: String::new(),
+            },
+            key_extractor,
+            f,
+        }
+    }
+}
+
+/// Polls the timer set for `deadline`, (re)setting it first if it is set for another one.
+/// `Ready` only once `deadline` has passed on the operator's clock.
+fn poll_timer(
+    mut timer: Pin<&mut Option<Sleep>>,
+    armed_for: &mut Option<u64>,
+    keyed: &KeyedState,
+    deadline: u64,
+    cx: &mut Context<'_>,
+) -> Poll<()> {
+    loop {
+        if *armed_for != Some(deadline) || timer.is_none() {
+            let now = keyed.now();
+            if now >= deadline {
+                return Poll::Ready(());
+            }
+            // `now` is whole milliseconds rounded down, so this instant is at or after
+            // `deadline` on the operator's clock.
+            let at = tokio::time::Instant::now() + Duration::from_millis(deadline - now);
+            match timer.as_mut().as_pin_mut() {
+                Some(sleep) => sleep.reset(at),
+                None => {
+                    if tokio::runtime::Handle::try_current().is_err() {
+                        return Poll::Pending; // no timer outside tokio: checked when polled
+                    }
+                    timer.set(Some(tokio::time::sleep_until(at)));
+                }
+            }
+            *armed_for = Some(deadline);
+        }
+        let Some(sleep) = timer.as_mut().as_pin_mut() else {
+            return Poll::Pending;
+        };
+        match sleep.poll(cx) {
+            Poll::Pending => return Poll::Pending,
+            Poll::Ready(()) if keyed.now() >= deadline => return Poll::Ready(()),
+            // Fired early by our clock's reckoning: set it again.
+            Poll::Ready(()) => *armed_for = None,
+        }
+    }
+}
+
+impl<S, K, F, Fut, R> Stream for StatefulGroupBy<S, K, F, Fut>
+where
+    S: Stream,
+    S::Item: Serialize + DeserializeOwned + Send + 'static,
+    K: KeyExtractor<S::Item>,
+    F: FnMut(String, Vec<S::Item>, StateAccess) -> Fut,
+    Fut: Future<Output = R>,
+{
+    type Item = Result<R, StateError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut this = self.project();
+        let core = this.core;
+        let mut budget = 0;
+        loop {
+            match std::mem::replace(this.step, Step::Idle) {
+                Step::Idle => {
+                    let now = core.groups.now();
+                    if core.due(now) {
+                        if let Some(step) = core.emit_oldest() {
+                            *this.step = step;
+                        }
+                        continue;
+                    }
+                    if let Some((event, key)) = core.parked.take() {
+                        match core.route(event, key, now) {
+                            Ok(step) => *this.step = step,
+                            Err(err) => return Poll::Ready(Some(Err(err))),
+                        }
+                        continue;
+                    }
+                    if core.input_done {
+                        match core.emit_oldest() {
+                            Some(step) => *this.step = step,
+                            None => {
+                                *this.step = Step::Done;
+                                return Poll::Ready(None);
+                            }
+                        }
+                        continue;
+                    }
+                    let event = match this.stream.as_mut().poll_next(cx) {
+                        Poll::Ready(Some(event)) => event,
+                        Poll::Ready(None) => {
+                            core.input_done = true;
+                            this.timer.set(None);
+                            continue;
+                        }
+                        Poll::Pending => {
+                            let Some(deadline) = core.next_deadline() else {
+                                return Poll::Pending;
+                            };
+                            let timer = this.timer.as_mut();
+                            match poll_timer(timer, &mut core.armed_for, &core.groups, deadline, cx)
+                            {
+                                Poll::Ready(()) => continue,
+                                Poll::Pending => return Poll::Pending,
+                            }
+                        }
+                    };
+                    let key = match core.groups.key_of(this.key_extractor, &event) {
+                        Ok(key) => into_user_key(key),
+                        Err(err) => return Poll::Ready(Some(Err(err))),
+                    };
+                    if core.emit_on_key_change {
+                        let prev = core.prev_key.replace(key.clone());
+                        if let Some(prev) = prev.filter(|p| *p != key && core.index.contains(p)) {
+                            let len = core.index.close(&prev).unwrap_or(0);
+                            core.parked = Some((event, key));
+                            *this.step = Step::Emitting(Emission::stored(prev, len));
+                            continue;
+                        }
+                    }
+                    match core.route(event, key, now) {
+                        Ok(step) => *this.step = step,
+                        Err(err) => return Poll::Ready(Some(Err(err))),
+                    }
+                }
+                Step::Appending {
+                    event,
+                    key,
+                    mut chunk_key,
+                    len,
+                    now,
+                    mut io,
+                } => {
+                    let loaded = match Pin::new(&mut io).poll(cx) {
+                        Poll::Pending => {
+                            *this.step = Step::Appending {
+                                event,
+                                key,
+                                chunk_key,
+                                len,
+                                now,
+                                io,
+                            };
+                            return Poll::Pending;
+                        }
+                        Poll::Ready(loaded) => loaded,
+                    };
+                    match loaded {
+                        Ok(Some(mut tail)) => {
+                            tail.push(event);
+                            if core.completes(len + 1) {
+                                core.index.close(&key);
+                                let stored = len / GROUP_CHUNK;
+                                let em =
+                                    Emission::new(key, len + 1, stored, stored + 1, Some(tail));
+                                *this.step = Step::Emitting(em);
+                            } else {
+                                let io = core.groups.save(&mut chunk_key, &tail, now);
+                                *this.step = Step::Saving {
+                                    key,
+                                    new_group: false,
+                                    now,
+                                    io,
+                                };
+                            }
+                        }
+                        Ok(None) => {
+                            // The group's buffer vanished: report the loss, remove what is left
+                            // of it, then take the event in as a new group.
+                            core.index.close(&key);
+                            let mut em = Emission::stored(key.clone(), len);
+                            em.error = Some(group_missing(&key, len, len / GROUP_CHUNK));
+                            core.parked = Some((event, key));
+                            *this.step = Step::Emitting(em);
+                        }
+                        Err(err) => return Poll::Ready(Some(Err(event_not_grouped(err, &key)))),
+                    }
+                }
+                Step::Saving {
+                    key,
+                    new_group,
+                    now,
+                    mut io,
+                } => match Pin::new(&mut io).poll(cx) {
+                    Poll::Pending => {
+                        *this.step = Step::Saving {
+                            key,
+                            new_group,
+                            now,
+                            io,
+                        };
+                        return Poll::Pending;
+                    }
+                    Poll::Ready(Err(err)) => {
+                        return Poll::Ready(Some(Err(event_not_grouped(err, &key))))
+                    }
+                    Poll::Ready(Ok(())) => {
+                        if new_group {
+                            core.index.open(key, now);
+                        } else {
+                            core.index.grow(&key);
+                        }
+                        if spend(&mut budget, cx) {
+                            return Poll::Pending;
+                        }
+                    }
+                },
+                Step::Emitting(mut em) => {
+                    if core.poll_emission(&mut em, cx).is_pending() {
+                        *this.step = Step::Emitting(em);
+                        return Poll::Pending;
+                    }
+                    if let Some(err) = em.error {
+                        return Poll::Ready(Some(Err(err)));
+                    }
+                    let mut events = em.events;
+                    if let Some(tail) = em.tail {
+                        if events.is_empty() {
+                            events = tail;
+                        } else {
+                            events.extend(tail);
+                        }
+                    }
+                    let now = core.groups.now();
+                    let access = match core.user_state.derived_key(&em.key) {
+                        Ok(user_key) => core.user_state.access(user_key, now),
+                        Err(err) => KeyedState::failed_access(err),
+                    };
+                    this.pending.set(Some((this.f)(em.key, events, access)));
+                    *this.step = Step::Running;
+                }
+                Step::Running => {
+                    let Some(fut) = this.pending.as_mut().as_pin_mut() else {
+                        continue;
+                    };
+                    match fut.poll(cx) {
+                        Poll::Pending => {
+                            *this.step = Step::Running;
+                            return Poll::Pending;
+                        }
+                        Poll::Ready(out) => {
+                            this.pending.set(None);
+                            return Poll::Ready(Some(Ok(out)));
+                        }
+                    }
+                }
+                Step::Invalid(err) => {
+                    *this.step = Step::Done;
+                    return Poll::Ready(Some(Err(err)));
+                }
+                Step::Done => {
+                    *this.step = Step::Done;
+                    return Poll::Ready(None);
+                }
+            }
+        }
+    }
+}

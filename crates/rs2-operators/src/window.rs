@@ -1,0 +1,454 @@
+//! `stateful_window_rs2` and `stateful_window_rs2_advanced`: per-key count windows (tumbling,
+//! sliding or hopping), optionally with the partial windows left at end of input.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{ready, Context, Poll};
+
+use futures::Stream;
+use pin_project_lite::pin_project;
+use rs2_state_core::{KeyExtractor, StateAccess, StateConfig, StateError};
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::keyed::{EventKey, KeyedState, StateIo};
+
+pin_project! {
+    /// Stream returned by [`stateful_window_rs2`](crate::StatefulStreamExt::stateful_window_rs2)
+    /// and [`stateful_window_rs2_advanced`](crate::StatefulStreamExt::stateful_window_rs2_advanced).
+    ///
+    /// Per key, events are counted into windows of `window_size` events. The windows of a key
+    /// start at its events number `0, slide, 2 * slide, ...` (counting from 0; `slide` is
+    /// `slide_size`, or `window_size` when it is `None`):
+    ///
+    /// * **tumbling** (`slide == window_size`): each event is in exactly one window;
+    /// * **sliding** (`slide < window_size`): consecutive windows overlap by
+    ///   `window_size - slide` events;
+    /// * **hopping** (`slide > window_size`): after a window, the key's next
+    ///   `slide - window_size` events belong to no window and are dropped (they reach neither
+    ///   the closure nor a partial window).
+    ///
+    /// When a key's window is complete (on the event that completes it), the closure gets the
+    /// window (oldest event first) and a [`StateAccess`] for the key's own user state
+    /// (namespace `window.user`), and its output is yielded as `Ok`.
+    ///
+    /// **State.** A key's open buffer (the events of its next window, plus a count of events
+    /// still to skip when hopping) lives in the configured storage (namespace `window`), so TTL,
+    /// `max_size` and custom backends apply: a buffer that expired or was evicted starts again
+    /// empty. A buffer that becomes empty is removed from storage. Each event costs one load and
+    /// one store of its key's buffer (encoding `O(window_size)` events). When the input ends,
+    /// emitted partial windows are removed from storage; everything else (open buffers without
+    /// `emit_partial`, a hopping key's count of events to skip) stays until its TTL, so a later
+    /// pipeline on the same durable store and namespace carries on with those keys.
+    ///
+    /// **End of input.** Without `emit_partial`, events of incomplete windows are not emitted.
+    /// With it, once the input ends the closure is run on every key's non-empty open buffer
+    /// (the window that would have started next, fewer than `window_size` events), one key
+    /// after another, in the order in which those buffers were started (a tumbling key's buffer
+    /// starts with the first event after its last complete window; a sliding key's buffer never
+    /// empties, so it started with the key's first event). To know these keys the operator keeps
+    /// an index of keys with open buffers in memory (the buffers stay in storage). The index
+    /// holds at most `config.max_size` keys, the same bound as the default store: when full,
+    /// the key whose buffer started first leaves it, its partial window will not be emitted at
+    /// end of input, and the stream yields an `Err` item naming that key right away (a default
+    /// store that full is evicting buffers too). With `max_size` unset the index is unbounded.
+    ///
+    /// **Errors.** `window_size == 0` or `slide_size == Some(0)` yields one
+    /// [`StateError::Validation`] item and ends the stream without reading the input. An invalid
+    /// config, a failing key extractor, a backend failure or a stored buffer that cannot be
+    /// decoded yields an `Err` item for that event, naming the key where there is one; that
+    /// event is not added to any window, the key's stored buffer is left as it was, and the
+    /// stream goes on with the next event.
+    #[must_use = "streams do nothing unless polled"]
+    pub struct StatefulWindow<S: futures::Stream, K, F, Fut> {
+        #[pin]
+        stream: S,
+        #[pin]
+        pending: Option<Fut>,
+        step: Step<S::Item>,
+        spec: Spec,
+        window_state: KeyedState,
+        user_state: KeyedState,
+        open: OpenKeys,
+        // Keys whose partial windows are still to be emitted (end of input).
+        drain: VecDeque<Arc<str>>,
+        input_done: bool,
+        key_extractor: K,
+        f: F,
+    }
+}
+
+/// Window size and slide, both at least 1.
+#[derive(Debug, Clone, Copy)]
+struct Spec {
+    size: usize,
+    slide: usize,
+}
+
+/// A key's open buffer, as stored.
+#[derive(Serialize, Deserialize)]
+struct WindowBuf<T> {
+    /// Events still to drop before the next window starts (hopping windows only).
+    skip: u64,
+    /// The events of the key's next window so far, oldest first.
+    events: Vec<T>,
+}
+
+impl<T> WindowBuf<T> {
+    fn empty() -> Self {
+        Self {
+            skip: 0,
+            events: Vec::new(),
+        }
+    }
+
+    fn is_empty(&self) -> bool {
+        self.skip == 0 && self.events.is_empty()
+    }
+}
+
+impl Spec {
+    /// Adds `event` to `buf`; returns the window it completes, if any.
+    fn advance<T: Clone>(self, buf: &mut WindowBuf<T>, event: T) -> Option<Vec<T>> {
+        if buf.skip > 0 {
+            buf.skip -= 1;
+            return None;
+        }
+        buf.events.push(event);
+        if buf.events.len() < self.size {
+            return None;
+        }
+        if self.slide >= self.size {
+            // Tumbling or hopping. (The buffer is longer than a window only if it was stored by
+            // an operator with a larger window; its excess starts the next window.)
+            let rest = buf.events.split_off(self.size);
+            buf.skip = (self.slide - self.size) as u64;
+            Some(std::mem::replace(&mut buf.events, rest))
+        } else {
+            let rest = buf.events[self.slide..].to_vec();
+            let mut window = std::mem::replace(&mut buf.events, rest);
+            window.truncate(self.size);
+            Some(window)
+        }
+    }
+}
+
+/// How an event changed the set of keys with open buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum IndexChange {
+    Unchanged,
+    Opened,
+    Closed,
+}
+
+/// Keys whose buffer holds events, in the order their buffers were started; kept only when
+/// partial windows are to be emitted. At most `cap` keys.
+struct OpenKeys {
+    enabled: bool,
+    cap: usize,
+    next_seq: u64,
+    by_key: HashMap<Arc<str>, u64>,
+    order: BTreeMap<u64, Arc<str>>,
+    /// Keys pushed out of the index by the cap; each is reported as an error item, so a
+    /// partial window is never skipped silently.
+    untracked: VecDeque<Arc<str>>,
+}
+
+impl OpenKeys {
+    fn new(enabled: bool, max_size: Option<usize>) -> Self {
+        Self {
+            enabled,
+            cap: max_size.unwrap_or(usize::MAX).max(1),
+            next_seq: 0,
+            by_key: HashMap::new(),
+            order: BTreeMap::new(),
+            untracked: VecDeque::new(),
+        }
+    }
+
+    fn apply(&mut self, key: &str, change: IndexChange) {
+        if !self.enabled {
+            return;
+        }
+        match change {
+            IndexChange::Unchanged => {}
+            IndexChange::Closed => {
+                if let Some(seq) = self.by_key.remove(key) {
+                    self.order.remove(&seq);
+                }
+            }
+            IndexChange::Opened => {
+                if let Some(seq) = self.by_key.remove(key) {
+                    self.order.remove(&seq);
+                }
+                while self.by_key.len() >= self.cap {
+                    let Some((_, oldest)) = self.order.pop_first() else {
+                        break;
+                    };
+                    self.by_key.remove(&oldest);
+                    self.untracked.push_back(oldest);
+                }
+                let key: Arc<str> = Arc::from(key);
+                let seq = self.next_seq;
+                self.next_seq += 1;
+                self.by_key.insert(Arc::clone(&key), seq);
+                self.order.insert(seq, key);
+            }
+        }
+    }
+
+    /// Every indexed key, in order, leaving the index empty.
+    fn take_in_order(&mut self) -> VecDeque<Arc<str>> {
+        self.by_key.clear();
+        std::mem::take(&mut self.order).into_values().collect()
+    }
+}
+
+enum Step<T> {
+    Idle,
+    /// Invalid arguments: report them, then end.
+    Invalid(StateError),
+    Loading {
+        event: T,
+        key: EventKey,
+        now: u64,
+        io: StateIo<Option<WindowBuf<T>>>,
+    },
+    /// Loading a key's open buffer at end of input.
+    DrainLoading {
+        key: EventKey,
+        now: u64,
+        io: StateIo<Option<WindowBuf<T>>>,
+    },
+    /// Writing (or removing) the key's buffer; then the window, if any, goes to the closure.
+    Storing {
+        key: EventKey,
+        now: u64,
+        io: StateIo<()>,
+        window: Option<Vec<T>>,
+        change: IndexChange,
+    },
+    Running,
+}
+
+impl<S: Stream, K, F, Fut> StatefulWindow<S, K, F, Fut> {
+    pub(crate) fn new(
+        stream: S,
+        config: StateConfig,
+        key_extractor: K,
+        window_size: usize,
+        slide_size: Option<usize>,
+        emit_partial: bool,
+        f: F,
+    ) -> Self {
+        let slide = slide_size.unwrap_or(window_size);
+        let step = if window_size == 0 {
+            Step::Invalid(StateError::Validation(
+                "window operator: window_size must be at least 1 (got 0)".into(),
+            ))
+        } else if slide == 0 {
+            Step::Invalid(StateError::Validation(
+                "window operator: slide_size must be at least 1 (got Some(0)); use None for \
+                 tumbling windows"
+                    .into(),
+            ))
+        } else {
+            Step::Idle
+        };
+        Self {
+            stream,
+            pending: None,
+            step,
+            spec: Spec {
+                size: window_size.max(1),
+                slide: slide.max(1),
+            },
+            window_state: KeyedState::new(&config, "window"),
+            user_state: KeyedState::new(&config, "window.user"),
+            open: OpenKeys::new(emit_partial, config.max_size),
+            drain: VecDeque::new(),
+            input_done: false,
+            key_extractor,
+            f,
+        }
+    }
+}
+
+impl<S, K, F, Fut, R> Stream for StatefulWindow<S, K, F, Fut>
+where
+    S: Stream,
+    S::Item: Serialize + DeserializeOwned + Clone + Send + 'static,
+    K: KeyExtractor<S::Item>,
+    F: FnMut(Vec<S::Item>, StateAccess) -> Fut,
+    Fut: Future<Output = R>,
+{
+    type Item = Result<R, StateError>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut this = self.project();
+        loop {
+            match std::mem::replace(this.step, Step::Idle) {
+                Step::Invalid(err) => {
+                    *this.input_done = true;
+                    this.drain.clear();
+                    return Poll::Ready(Some(Err(err)));
+                }
+                Step::Idle if !this.open.untracked.is_empty() => {
+                    if let Some(key) = this.open.untracked.pop_front() {
+                        return Poll::Ready(Some(Err(StateError::Storage(format!(
+                            "key '{key}': more than max_size ({}) keys have open windows, so \
+                             this key's partial window will not be emitted at end of input; \
+                             raise max_size to track more keys",
+                            this.open.cap
+                        )))));
+                    }
+                }
+                Step::Idle if !*this.input_done => {
+                    let Some(event) = ready!(this.stream.as_mut().poll_next(cx)) else {
+                        *this.input_done = true;
+                        *this.drain = this.open.take_in_order();
+                        continue;
+                    };
+                    let mut key = match this.window_state.key_of(this.key_extractor, &event) {
+                        Ok(key) => key,
+                        Err(err) => return Poll::Ready(Some(Err(err))),
+                    };
+                    let now = this.window_state.now();
+                    let io = this.window_state.load(&mut key, now);
+                    *this.step = Step::Loading {
+                        event,
+                        key,
+                        now,
+                        io,
+                    };
+                }
+                Step::Idle => {
+                    let Some(user_key) = this.drain.pop_front() else {
+                        return Poll::Ready(None);
+                    };
+                    let mut key = match this.window_state.derived_key(&user_key) {
+                        Ok(key) => key,
+                        Err(err) => return Poll::Ready(Some(Err(err))),
+                    };
+                    let now = this.window_state.now();
+                    let io = this.window_state.load(&mut key, now);
+                    *this.step = Step::DrainLoading { key, now, io };
+                }
+                Step::Loading {
+                    event,
+                    mut key,
+                    now,
+                    mut io,
+                } => {
+                    let stored = match Pin::new(&mut io).poll(cx) {
+                        Poll::Pending => {
+                            *this.step = Step::Loading {
+                                event,
+                                key,
+                                now,
+                                io,
+                            };
+                            return Poll::Pending;
+                        }
+                        Poll::Ready(Err(err)) => return Poll::Ready(Some(Err(err))),
+                        Poll::Ready(Ok(stored)) => stored,
+                    };
+                    let mut buf = stored.unwrap_or_else(WindowBuf::empty);
+                    let was_open = !buf.events.is_empty();
+                    let window = this.spec.advance(&mut buf, event);
+                    let change = match (was_open, !buf.events.is_empty()) {
+                        (false, true) => IndexChange::Opened,
+                        (true, false) => IndexChange::Closed,
+                        _ => IndexChange::Unchanged,
+                    };
+                    let io = if buf.is_empty() {
+                        this.window_state.remove(&mut key)
+                    } else {
+                        this.window_state.save(&mut key, &buf, now)
+                    };
+                    *this.step = Step::Storing {
+                        key,
+                        now,
+                        io,
+                        window,
+                        change,
+                    };
+                }
+                Step::DrainLoading {
+                    mut key,
+                    now,
+                    mut io,
+                } => {
+                    let stored = match Pin::new(&mut io).poll(cx) {
+                        Poll::Pending => {
+                            *this.step = Step::DrainLoading { key, now, io };
+                            return Poll::Pending;
+                        }
+                        Poll::Ready(Err(err)) => return Poll::Ready(Some(Err(err))),
+                        Poll::Ready(Ok(stored)) => stored,
+                    };
+                    // Expired, evicted or emptied meanwhile: nothing to emit.
+                    let Some(buf) = stored.filter(|buf| !buf.events.is_empty()) else {
+                        continue;
+                    };
+                    let io = this.window_state.remove(&mut key);
+                    *this.step = Step::Storing {
+                        key,
+                        now,
+                        io,
+                        window: Some(buf.events),
+                        change: IndexChange::Unchanged,
+                    };
+                }
+                Step::Storing {
+                    key,
+                    now,
+                    mut io,
+                    window,
+                    change,
+                } => {
+                    match Pin::new(&mut io).poll(cx) {
+                        Poll::Pending => {
+                            *this.step = Step::Storing {
+                                key,
+                                now,
+                                io,
+                                window,
+                                change,
+                            };
+                            return Poll::Pending;
+                        }
+                        Poll::Ready(Err(err)) => return Poll::Ready(Some(Err(err))),
+                        Poll::Ready(Ok(())) => {}
+                    }
+                    this.open.apply(key.user_key(), change);
+                    let Some(window) = window else {
+                        continue;
+                    };
+                    let access = match this.user_state.derived_key(key.user_key()) {
+                        Ok(user_key) => this.user_state.access(user_key, now),
+                        Err(err) => KeyedState::failed_access(err),
+                    };
+                    this.pending.set(Some((this.f)(window, access)));
+                    *this.step = Step::Running;
+                }
+                Step::Running => {
+                    let Some(fut) = this.pending.as_mut().as_pin_mut() else {
+                        continue;
+                    };
+                    let out = match fut.poll(cx) {
+                        Poll::Pending => {
+                            *this.step = Step::Running;
+                            return Poll::Pending;
+                        }
+                        Poll::Ready(out) => out,
+                    };
+                    this.pending.set(None);
+                    return Poll::Ready(Some(Ok(out)));
+                }
+            }
+        }
+    }
+}
