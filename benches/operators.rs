@@ -1,0 +1,272 @@
+//! Throughput of the keyed operators over 1,000,000 pre-built events and 10,000 keys, each
+//! beside a hand-written loop doing the same job over the same events in the same run.
+//! Run: `cargo bench -p rs2-benches --bench operators`.
+
+use std::collections::{HashMap, VecDeque};
+use std::hint::black_box;
+use std::time::{Duration, Instant};
+
+use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
+use futures::{future, stream, Stream, StreamExt};
+use rs2::state::{StateAccess, StateConfig, StatefulStreamExt};
+use rs2_suite::{keyed_events, UserEvent};
+
+const EVENTS: usize = 1_000_000;
+const KEYS: usize = 10_000;
+const WINDOW: usize = 100;
+const TTL: Duration = Duration::from_secs(3600);
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .expect("tokio runtime")
+}
+
+fn roomy() -> StateConfig {
+    StateConfig::new().max_size(100_000)
+}
+
+fn key(e: &UserEvent) -> String {
+    e.user_id.clone()
+}
+
+/// Drains a stream, counting its items.
+async fn drain<S: Stream>(s: S) -> usize {
+    s.fold(0usize, |n, x| {
+        black_box(x);
+        future::ready(n + 1)
+    })
+    .await
+}
+
+fn now_ms(start: Instant) -> u64 {
+    start.elapsed().as_millis() as u64
+}
+
+fn loop_dedup(events: Vec<UserEvent>) -> usize {
+    let start = Instant::now();
+    let mut first_seen: HashMap<String, u64> = HashMap::new();
+    let ttl = TTL.as_millis() as u64;
+    let out = stream::iter(events).filter(|e| {
+        let now = now_ms(start);
+        let keep = match first_seen.get_mut(&e.user_id) {
+            Some(at) if now.saturating_sub(*at) < ttl => false,
+            Some(at) => {
+                *at = now;
+                true
+            }
+            None => {
+                first_seen.insert(e.user_id.clone(), now);
+                true
+            }
+        };
+        future::ready(keep)
+    });
+    futures::executor::block_on(drain(out))
+}
+
+fn loop_window(events: Vec<UserEvent>) -> usize {
+    let mut windows: HashMap<String, Vec<UserEvent>> = HashMap::new();
+    let out = stream::iter(events).filter_map(|e| {
+        let buf = windows.entry(e.user_id.clone()).or_default();
+        buf.push(e);
+        let full = buf.len() == WINDOW;
+        future::ready(full.then(|| std::mem::take(buf).iter().map(|e| e.amount).sum::<f64>()))
+    });
+    futures::executor::block_on(drain(out))
+}
+
+fn loop_session(events: Vec<UserEvent>) -> usize {
+    let start = Instant::now();
+    let timeout = 30 * 60 * 1000;
+    let mut last_seen: HashMap<String, u64> = HashMap::new();
+    let out = stream::iter(events).map(|e| {
+        let now = now_ms(start);
+        let new = match last_seen.insert(e.user_id.clone(), now) {
+            Some(at) => now.saturating_sub(at) > timeout,
+            None => true,
+        };
+        (e, new)
+    });
+    futures::executor::block_on(drain(out))
+}
+
+fn loop_throttle(events: Vec<UserEvent>) -> usize {
+    let start = Instant::now();
+    let window = 60_000;
+    let mut admitted: HashMap<String, VecDeque<u64>> = HashMap::new();
+    let out = stream::iter(events).filter(|e| {
+        let now = now_ms(start);
+        let times = admitted.entry(e.user_id.clone()).or_default();
+        while times
+            .front()
+            .is_some_and(|&t| now.saturating_sub(t) >= window)
+        {
+            times.pop_front();
+        }
+        let keep = times.len() < 100;
+        if keep {
+            times.push_back(now);
+        }
+        future::ready(keep)
+    });
+    futures::executor::block_on(drain(out))
+}
+
+/// The join window: short, so each key buffers a handful of events per side.
+const JOIN_WINDOW: Duration = Duration::from_millis(5);
+
+fn loop_join(left: Vec<UserEvent>, right: Vec<UserEvent>) -> usize {
+    // Alternate the inputs, buffer (time, event) per key and side, drop what left the window,
+    // pair each arrival with the other side's buffered events.
+    type Buffers = HashMap<String, Vec<(u64, UserEvent)>>;
+    let start = Instant::now();
+    let window = JOIN_WINDOW.as_millis() as u64;
+    let (mut lbuf, mut rbuf): (Buffers, Buffers) = (HashMap::new(), HashMap::new());
+    let mut pairs = 0usize;
+    let mut right = right.into_iter();
+    for l in left {
+        for (is_left, e) in [(true, Some(l)), (false, right.next())] {
+            let Some(e) = e else { continue };
+            let now = now_ms(start);
+            let (mine, other) = if is_left {
+                (&mut lbuf, &mut rbuf)
+            } else {
+                (&mut rbuf, &mut lbuf)
+            };
+            if let Some(buf) = other.get_mut(&e.user_id) {
+                buf.retain(|(at, _)| now.saturating_sub(*at) <= window);
+                for (_, o) in buf.iter() {
+                    black_box(e.amount + o.amount);
+                    pairs += 1;
+                }
+            }
+            let buf = mine.entry(e.user_id.clone()).or_default();
+            buf.retain(|(at, _)| now.saturating_sub(*at) <= window);
+            buf.push((now, e));
+        }
+    }
+    pairs
+}
+
+fn operators(c: &mut Criterion) {
+    let events = keyed_events(EVENTS, KEYS);
+    let rt = runtime();
+    let mut group = c.benchmark_group("operators_1m_events_10k_keys");
+    group.throughput(Throughput::Elements(EVENTS as u64));
+    group.sample_size(10);
+    group.measurement_time(Duration::from_secs(8));
+    let batch = || events.clone();
+
+    group.bench_function("dedup/hand_written", |b| {
+        b.iter_batched(batch, loop_dedup, BatchSize::LargeInput)
+    });
+    group.bench_function("dedup/stateful_deduplicate_rs2", |b| {
+        b.iter_batched(
+            batch,
+            |evs| {
+                rt.block_on(drain(stream::iter(evs).stateful_deduplicate_rs2(
+                    roomy(),
+                    key,
+                    TTL,
+                )))
+            },
+            BatchSize::LargeInput,
+        )
+    });
+
+    group.bench_function("window_100/hand_written", |b| {
+        b.iter_batched(batch, loop_window, BatchSize::LargeInput)
+    });
+    group.bench_function("window_100/stateful_window_rs2", |b| {
+        b.iter_batched(
+            batch,
+            |evs| {
+                rt.block_on(drain(stream::iter(evs).stateful_window_rs2(
+                    roomy(),
+                    key,
+                    WINDOW,
+                    |w: Vec<UserEvent>, _s: StateAccess| async move {
+                        w.iter().map(|e| e.amount).sum::<f64>()
+                    },
+                )))
+            },
+            BatchSize::LargeInput,
+        )
+    });
+
+    group.bench_function("session/hand_written", |b| {
+        b.iter_batched(batch, loop_session, BatchSize::LargeInput)
+    });
+    group.bench_function("session/stateful_session_rs2", |b| {
+        b.iter_batched(
+            batch,
+            |evs| {
+                rt.block_on(drain(stream::iter(evs).stateful_session_rs2(
+                    roomy(),
+                    key,
+                    Duration::from_secs(30 * 60),
+                    |e: UserEvent, new: bool, _s: StateAccess| async move { (e, new) },
+                )))
+            },
+            BatchSize::LargeInput,
+        )
+    });
+
+    group.bench_function("throttle/hand_written", |b| {
+        b.iter_batched(batch, loop_throttle, BatchSize::LargeInput)
+    });
+    group.bench_function("throttle/stateful_throttle_rs2", |b| {
+        b.iter_batched(
+            batch,
+            |evs| {
+                rt.block_on(drain(stream::iter(evs).stateful_throttle_rs2(
+                    roomy(),
+                    key,
+                    100,
+                    Duration::from_secs(60),
+                )))
+            },
+            BatchSize::LargeInput,
+        )
+    });
+
+    let split = || {
+        let evs = events.clone();
+        let (l, r): (Vec<_>, Vec<_>) = evs.into_iter().enumerate().partition(|(i, _)| i % 2 == 0);
+        (
+            l.into_iter().map(|(_, e)| e).collect::<Vec<_>>(),
+            r.into_iter().map(|(_, e)| e).collect::<Vec<_>>(),
+        )
+    };
+    group.bench_function("join/hand_written", |b| {
+        b.iter_batched(split, |(l, r)| loop_join(l, r), BatchSize::LargeInput)
+    });
+    group.bench_function("join/stateful_join_rs2", |b| {
+        b.iter_batched(
+            split,
+            |(l, r)| {
+                rt.block_on(
+                    drain(
+                        stream::iter(l).stateful_join_rs2(
+                            stream::iter(r),
+                            roomy(),
+                            key,
+                            key,
+                            JOIN_WINDOW,
+                            |a: UserEvent, b: UserEvent, _s: StateAccess| async move {
+                                a.amount + b.amount
+                            },
+                        ),
+                    ),
+                )
+            },
+            BatchSize::LargeInput,
+        )
+    });
+    group.finish();
+}
+
+criterion_group!(benches, operators);
+criterion_main!(benches);
