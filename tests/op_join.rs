@@ -311,3 +311,27 @@ proptest! {
         prop_assert_eq!(rows, expected);
     }
 }
+
+#[tokio::test]
+async fn fifty_thousand_keys_lose_nothing() {
+    const KEYS: u32 = 50_000;
+    let orders: Vec<Order> = (0..KEYS).map(|k| order(&format!("k{k}"), k)).collect();
+    let payments: Vec<Payment> = (0..KEYS)
+        .map(|k| payment(&format!("k{k}"), "card"))
+        .collect();
+    let rows = ok(join_all(
+        stream::iter(orders),
+        stream::iter(payments),
+        StateConfig::new().max_size(1_000_000),
+        Duration::from_secs(3600),
+    )
+    .await);
+    assert_eq!(
+        rows.len(),
+        KEYS as usize,
+        "every key's order meets its payment"
+    );
+    let mut amounts: Vec<u32> = rows.iter().map(|(_, amount, _)| *amount).collect();
+    amounts.sort_unstable();
+    assert!(amounts.iter().copied().eq(0..KEYS));
+}
