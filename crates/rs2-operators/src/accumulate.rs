@@ -11,7 +11,7 @@ use rs2_state_core::{KeyExtractor, StateAccess, StateConfig, StateError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::keyed::{EventKey, KeyedState, StateIo};
+use crate::keyed::{EventKey, InFlight, KeyedState, Landed, StateIo};
 
 /// How an accumulating operator starts on an event, given the key's stored value.
 pub trait Seed<T, A> {
@@ -50,20 +50,9 @@ pin_project! {
 
 enum Step<T, A> {
     Idle,
-    Loading {
-        event: T,
-        key: EventKey,
-        now: u64,
-        io: StateIo<Option<A>>,
-    },
-    Running {
-        key: EventKey,
-        now: u64,
-    },
-    Saving {
-        value: A,
-        io: StateIo<()>,
-    },
+    Loading(InFlight<T, Option<A>>),
+    Running { key: EventKey, now: u64 },
+    Saving { value: A, io: StateIo<()> },
 }
 
 impl<S: Stream, K, F, Fut, A, Sd> Accumulate<S, K, F, Fut, A, Sd> {
@@ -107,41 +96,32 @@ where
                     let Some(event) = ready!(this.stream.as_mut().poll_next(cx)) else {
                         return Poll::Ready(None);
                     };
-                    let mut key = match this.acc_state.key_of(this.key_extractor, &event) {
-                        Ok(key) => key,
+                    match this.acc_state.begin(this.key_extractor, event) {
+                        Ok(load) => *this.step = Step::Loading(load),
                         Err(err) => return Poll::Ready(Some(Err(err))),
-                    };
-                    let now = this.acc_state.now();
-                    let io = this.acc_state.load(&mut key, now);
-                    *this.step = Step::Loading {
+                    }
+                }
+                Step::Loading(load) => {
+                    let Landed {
                         event,
                         key,
                         now,
-                        io,
-                    };
-                }
-                Step::Loading {
-                    event,
-                    mut key,
-                    now,
-                    mut io,
-                } => {
-                    let stored = match Pin::new(&mut io).poll(cx) {
-                        Poll::Pending => {
-                            *this.step = Step::Loading {
-                                event,
-                                key,
-                                now,
-                                io,
-                            };
+                        result,
+                    } = match load.poll(cx) {
+                        Ok(landed) => landed,
+                        Err(load) => {
+                            *this.step = Step::Loading(load);
                             return Poll::Pending;
                         }
-                        Poll::Ready(Err(err)) => return Poll::Ready(Some(Err(err))),
-                        Poll::Ready(Ok(stored)) => stored,
+                    };
+                    let stored = match result {
+                        Ok(stored) => stored,
+                        Err(err) => return Poll::Ready(Some(Err(err))),
                     };
                     let (acc, event) = match this.seed.start(stored, event) {
                         Ok(start) => start,
                         Err(value) => {
+                            let mut key = key;
                             let io = this.acc_state.save(&mut key, &value, now);
                             *this.step = Step::Saving { value, io };
                             continue;
@@ -155,6 +135,7 @@ where
                     *this.step = Step::Running { key, now };
                 }
                 Step::Running { mut key, now } => {
+                    // Running is only entered with the closure's future set.
                     let Some(fut) = this.pending.as_mut().as_pin_mut() else {
                         continue;
                     };

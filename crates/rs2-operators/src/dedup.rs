@@ -10,7 +10,7 @@ use futures::Stream;
 use pin_project_lite::pin_project;
 use rs2_state_core::{KeyExtractor, StateConfig, StateError};
 
-use crate::keyed::{EventKey, KeyedState, StateIo};
+use crate::keyed::{InFlight, KeyedState, Landed, StateIo};
 
 pin_project! {
     /// Stream returned by
@@ -52,12 +52,7 @@ enum Step<T> {
     /// Waiting for the next event.
     Idle,
     /// Reading the key's marker.
-    Loading {
-        event: T,
-        key: EventKey,
-        now: u64,
-        io: StateIo<Option<u64>>,
-    },
+    Loading(InFlight<T, Option<u64>>),
     /// Writing the marker of an event being let through.
     Saving {
         event: T,
@@ -128,37 +123,27 @@ where
                         *this.step = Step::Done;
                         return Poll::Ready(None);
                     };
-                    let mut key = match this.keyed.key_of(this.key_extractor, &event) {
-                        Ok(key) => key,
+                    match this.keyed.begin(this.key_extractor, event) {
+                        Ok(load) => *this.step = Step::Loading(load),
                         Err(err) => return Poll::Ready(Some(Err(err))),
-                    };
-                    let now = this.keyed.now();
-                    let io = this.keyed.load(&mut key, now);
-                    *this.step = Step::Loading {
-                        event,
-                        key,
-                        now,
-                        io,
-                    };
+                    }
                 }
-                Step::Loading {
-                    event,
-                    mut key,
-                    now,
-                    mut io,
-                } => {
-                    let opened_at = match Pin::new(&mut io).poll(cx) {
-                        Poll::Pending => {
-                            *this.step = Step::Loading {
-                                event,
-                                key,
-                                now,
-                                io,
-                            };
+                Step::Loading(load) => {
+                    let Landed {
+                        event,
+                        mut key,
+                        now,
+                        result,
+                    } = match load.poll(cx) {
+                        Ok(landed) => landed,
+                        Err(load) => {
+                            *this.step = Step::Loading(load);
                             return Poll::Pending;
                         }
-                        Poll::Ready(Err(err)) => return Poll::Ready(Some(Err(err))),
-                        Poll::Ready(Ok(opened_at)) => opened_at,
+                    };
+                    let opened_at = match result {
+                        Ok(opened_at) => opened_at,
+                        Err(err) => return Poll::Ready(Some(Err(err))),
                     };
                     // `abs_diff`: a marker from the future (a durable store written under a
                     // wall clock that has since been set back) holds for at most `ttl` too.

@@ -269,3 +269,59 @@ impl<T> Future for StateIo<T> {
         }
     }
 }
+
+/// An event waiting on a read or write of its key's state: the step every operator goes
+/// through between taking an event and acting on it.
+pub(crate) struct InFlight<T, O> {
+    event: T,
+    key: EventKey,
+    now: u64,
+    io: StateIo<O>,
+}
+
+/// A finished [`InFlight`]: the event, its key, its instant, and the I/O's result.
+pub(crate) struct Landed<T, O> {
+    pub event: T,
+    pub key: EventKey,
+    pub now: u64,
+    pub result: StateResult<O>,
+}
+
+impl<T, O> InFlight<T, O> {
+    /// `event`'s I/O `io` on `key`, judged at `now`.
+    pub fn new(event: T, key: EventKey, now: u64, io: StateIo<O>) -> Self {
+        Self {
+            event,
+            key,
+            now,
+            io,
+        }
+    }
+
+    /// Polls the I/O: `Ok` once it finished, `Err(self)` (to be polled again) while pending.
+    pub fn poll(mut self, cx: &mut Context<'_>) -> Result<Landed<T, O>, Self> {
+        match Pin::new(&mut self.io).poll(cx) {
+            Poll::Ready(result) => Ok(Landed {
+                event: self.event,
+                key: self.key,
+                now: self.now,
+                result,
+            }),
+            Poll::Pending => Err(self),
+        }
+    }
+}
+
+impl KeyedState {
+    /// Takes an event: extracts its key and starts reading the key's state.
+    pub fn begin<T, K, S>(&mut self, extractor: &K, event: T) -> StateResult<InFlight<T, Option<S>>>
+    where
+        K: KeyExtractor<T>,
+        S: DeserializeOwned + Send + 'static,
+    {
+        let mut key = self.key_of(extractor, &event)?;
+        let now = self.now();
+        let io = self.load(&mut key, now);
+        Ok(InFlight::new(event, key, now, io))
+    }
+}

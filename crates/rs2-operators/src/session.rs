@@ -10,7 +10,7 @@ use pin_project_lite::pin_project;
 use rs2_state_core::{KeyExtractor, StateAccess, StateConfig, StateError};
 use serde::{Deserialize, Serialize};
 
-use crate::keyed::{EventKey, KeyedState, StateIo};
+use crate::keyed::{InFlight, KeyedState, Landed};
 
 pin_project! {
     /// Stream returned by [`stateful_session_rs2`](crate::StatefulStreamExt::stateful_session_rs2).
@@ -58,19 +58,9 @@ struct SessionState {
 
 enum Step<T> {
     Idle,
-    Loading {
-        event: T,
-        key: EventKey,
-        now: u64,
-        io: StateIo<Option<SessionState>>,
-    },
-    Saving {
-        event: T,
-        key: EventKey,
-        now: u64,
-        is_new: bool,
-        io: StateIo<()>,
-    },
+    Loading(InFlight<T, Option<SessionState>>),
+    /// The event (with whether it starts a session) while its key's last-seen time is saved.
+    Saving(InFlight<(T, bool), ()>),
     Running,
 }
 
@@ -112,72 +102,50 @@ where
                     let Some(event) = ready!(this.stream.as_mut().poll_next(cx)) else {
                         return Poll::Ready(None);
                     };
-                    let mut key = match this.session_state.key_of(this.key_extractor, &event) {
-                        Ok(key) => key,
+                    match this.session_state.begin(this.key_extractor, event) {
+                        Ok(load) => *this.step = Step::Loading(load),
                         Err(err) => return Poll::Ready(Some(Err(err))),
-                    };
-                    let now = this.session_state.now();
-                    let io = this.session_state.load(&mut key, now);
-                    *this.step = Step::Loading {
-                        event,
-                        key,
-                        now,
-                        io,
-                    };
+                    }
                 }
-                Step::Loading {
-                    event,
-                    mut key,
-                    now,
-                    mut io,
-                } => {
-                    let stored = match Pin::new(&mut io).poll(cx) {
-                        Poll::Pending => {
-                            *this.step = Step::Loading {
-                                event,
-                                key,
-                                now,
-                                io,
-                            };
+                Step::Loading(load) => {
+                    let Landed {
+                        event,
+                        mut key,
+                        now,
+                        result,
+                    } = match load.poll(cx) {
+                        Ok(landed) => landed,
+                        Err(load) => {
+                            *this.step = Step::Loading(load);
                             return Poll::Pending;
                         }
-                        Poll::Ready(Err(err)) => return Poll::Ready(Some(Err(err))),
-                        Poll::Ready(Ok(stored)) => stored,
+                    };
+                    let stored = match result {
+                        Ok(stored) => stored,
+                        Err(err) => return Poll::Ready(Some(Err(err))),
                     };
                     let is_new = stored.is_none_or(|session| {
                         now.saturating_sub(session.last_seen_ms) > *this.timeout_ms
                     });
-                    let io =
-                        this.session_state
-                            .save(&mut key, &SessionState { last_seen_ms: now }, now);
-                    *this.step = Step::Saving {
-                        event,
+                    let last_seen = SessionState { last_seen_ms: now };
+                    let io = this.session_state.save(&mut key, &last_seen, now);
+                    *this.step = Step::Saving(InFlight::new((event, is_new), key, now, io));
+                }
+                Step::Saving(save) => {
+                    let Landed {
+                        event: (event, is_new),
                         key,
                         now,
-                        is_new,
-                        io,
-                    };
-                }
-                Step::Saving {
-                    event,
-                    key,
-                    now,
-                    is_new,
-                    mut io,
-                } => {
-                    match Pin::new(&mut io).poll(cx) {
-                        Poll::Pending => {
-                            *this.step = Step::Saving {
-                                event,
-                                key,
-                                now,
-                                is_new,
-                                io,
-                            };
+                        result,
+                    } = match save.poll(cx) {
+                        Ok(landed) => landed,
+                        Err(save) => {
+                            *this.step = Step::Saving(save);
                             return Poll::Pending;
                         }
-                        Poll::Ready(Err(err)) => return Poll::Ready(Some(Err(err))),
-                        Poll::Ready(Ok(())) => {}
+                    };
+                    if let Err(err) = result {
+                        return Poll::Ready(Some(Err(err)));
                     }
                     let access = match this.user_state.derived_key(key.user_key()) {
                         Ok(user_key) => this.user_state.access(user_key, now),
