@@ -461,3 +461,72 @@ async fn a_slow_remote_store_gives_the_same_results_as_the_in_memory_one() {
     assert_eq!(slow, fast);
     assert_eq!(fast.len(), 4); // a: at a3, a4, a5; b: at b3; c has two events
 }
+
+// --- stored events that are not this operator's -----------------------------------------------
+
+#[tokio::test]
+async fn undecodable_stored_events_are_an_error_naming_the_key_and_are_left_alone() {
+    // A remote store, and an in-process one shared through the config.
+    let stores: [Arc<dyn StateStorage>; 2] = [
+        Arc::new(MapStore::default()),
+        Arc::new(InMemoryState::new(&StateConfig::new())),
+    ];
+    for store in stores {
+        let garbage = vec![0xff; 11];
+        store.set("pattern:a", &garbage).await.unwrap();
+        let config = StateConfig::new().with_custom_storage(store.clone());
+        let out = all_windows(config, txs("a1 b1 a2 b2"), 2).await;
+        assert_eq!(out.len(), 3, "{out:?}");
+        for item in &out[..2] {
+            assert!(
+                matches!(item, Err(StateError::Serialization(m)) if m.contains("'a'")),
+                "{out:?}"
+            );
+        }
+        assert_eq!(out[2], Ok("b:1,2".into()));
+        assert_eq!(store.get("pattern:a").await.unwrap(), Some(garbage));
+    }
+}
+
+/// Same field layout as `Tx` but a wider item: a `Tx` ring's header reads fine as its ring,
+/// its events do not.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct WideTx {
+    card: String,
+    amount: u32,
+    extra: [u8; 8],
+}
+
+#[tokio::test]
+async fn events_of_another_item_type_are_an_error_before_anything_is_added_to_them() {
+    let store = Arc::new(MapStore::default());
+    let config = StateConfig::new().with_custom_storage(store.clone());
+    assert!(all_windows(config.clone(), txs("a1 a2"), 5)
+        .await
+        .is_empty());
+    let before = store.0.lock().unwrap()["pattern:a"].clone();
+    let wide = WideTx {
+        card: "a".into(),
+        amount: 3,
+        extra: [0; 8],
+    };
+    let out: Vec<Result<usize, StateError>> = no_hang(
+        futures::stream::iter(vec![wide.clone(), wide])
+            // A pattern of 10: these events would only be appended, never decoded with a's.
+            .stateful_pattern_rs2(
+                config,
+                |t: &WideTx| t.card.clone(),
+                10,
+                |w, _s| async move { Some(w.len()) },
+            )
+            .collect(),
+    )
+    .await;
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert!(
+        out.iter()
+            .all(|r| matches!(r, Err(StateError::Serialization(m)) if m.contains("'a'"))),
+        "{out:?}"
+    );
+    assert_eq!(store.0.lock().unwrap()["pattern:a"], before);
+}

@@ -336,3 +336,102 @@ proptest! {
         prop_assert_eq!(dropped, want_dropped);
     }
 }
+
+#[tokio::test(start_paused = true)]
+async fn undecodable_state_is_an_error_naming_the_key_and_is_left_alone() {
+    settle_clock().await;
+    // An in-process store shared through the config, holding garbage for ann.
+    let store = InMemoryState::new(&StateConfig::new());
+    let garbage = vec![0xff; 11];
+    store.set("throttle:ann", &garbage).await.unwrap();
+    let config = StateConfig::new().with_custom_storage(Arc::new(store.clone()));
+    let mut stream = Box::pin(
+        futures::stream::iter(vec![ev("ann", 1), ev("bob", 2), ev("ann", 3)])
+            .stateful_throttle_rs2(config, by_user, 5, Duration::from_secs(1)),
+    );
+    let mut out = Vec::new();
+    while let Some(item) = no_hang(stream.next()).await {
+        out.push(item.map(|e| e.n));
+    }
+    assert_eq!(out.len(), 3, "{out:?}");
+    for item in [&out[0], &out[2]] {
+        assert!(
+            matches!(item, Err(StateError::Serialization(m)) if m.contains("'ann'")),
+            "{out:?}"
+        );
+    }
+    assert_eq!(out[1], Ok(2));
+    assert_eq!(stream.dropped(), 0, "errors are not counted as dropped");
+    assert_eq!(store.get("throttle:ann").await.unwrap(), Some(garbage));
+}
+
+/// A remote map store that answers every call only after yielding to the runtime.
+#[derive(Default)]
+struct YieldingStore(std::sync::Mutex<HashMap<String, Vec<u8>>>);
+
+#[async_trait]
+impl StateStorage for YieldingStore {
+    async fn get(&self, key: &str) -> StateResult<Option<Vec<u8>>> {
+        tokio::task::yield_now().await;
+        Ok(self.0.lock().unwrap().get(key).cloned())
+    }
+    async fn set(&self, key: &str, value: &[u8]) -> StateResult<()> {
+        tokio::task::yield_now().await;
+        self.0
+            .lock()
+            .unwrap()
+            .insert(key.to_string(), value.to_vec());
+        Ok(())
+    }
+    async fn delete(&self, key: &str) -> StateResult<()> {
+        tokio::task::yield_now().await;
+        self.0.lock().unwrap().remove(key);
+        Ok(())
+    }
+    async fn exists(&self, key: &str) -> StateResult<bool> {
+        Ok(self.0.lock().unwrap().contains_key(key))
+    }
+    async fn clear(&self) -> StateResult<()> {
+        self.0.lock().unwrap().clear();
+        Ok(())
+    }
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_slow_remote_store_holds_the_limit_and_a_later_pipeline_carries_on() {
+    settle_clock().await;
+    let store = Arc::new(YieldingStore::default());
+    let config = StateConfig::new().with_custom_storage(store.clone());
+    let run = |input: Vec<(u64, Ev)>| {
+        let mut stream = Box::pin(timed(input).stateful_throttle_rs2(
+            config.clone(),
+            by_user,
+            2,
+            Duration::from_secs(10),
+        ));
+        async move {
+            let mut out = Vec::new();
+            while let Some(item) = no_hang(stream.next()).await {
+                out.push(item.expect("no state error").n);
+            }
+            (out, stream.dropped())
+        }
+    };
+    // a at 0 s, 1 s (pass), 2 s (drop); b at 2 s (pass).
+    let first = vec![
+        (0, ev("a", 0)),
+        (1_000, ev("a", 1)),
+        (1_000, ev("a", 2)),
+        (0, ev("b", 3)),
+    ];
+    assert_eq!(run(first).await, (vec![0, 1, 3], 1));
+    // A new pipeline on the same store, at 9.5 s: a's two times still hold (drop), b has room;
+    // at 10.5 s a's first time (0 s) has left the window.
+    let second = vec![
+        (7_500, ev("a", 4)),
+        (0, ev("b", 5)),
+        (1_000, ev("a", 6)),
+        (0, ev("a", 7)),
+    ];
+    assert_eq!(run(second).await, (vec![5, 6], 2));
+}

@@ -738,3 +738,73 @@ async fn a_later_pipeline_on_the_same_store_carries_on_with_open_windows() {
     assert_eq!(out, [Ok("b:1,2".into()), Ok("a:1,2".into())]);
     assert!(store.keys().is_empty());
 }
+
+// --- stored buffers that are not this operator's ----------------------------------------------
+
+#[tokio::test]
+async fn an_undecodable_buffer_is_an_error_naming_the_key_and_is_left_alone() {
+    // A remote store, and an in-process one shared through the config.
+    let stores: [Arc<dyn StateStorage>; 2] = [
+        Arc::new(MapStore::default()),
+        Arc::new(InMemoryState::new(&StateConfig::new())),
+    ];
+    for store in stores {
+        let garbage = vec![0xff; 11];
+        store.set("window:a", &garbage).await.unwrap();
+        let config = StateConfig::new().with_custom_storage(store.clone());
+        // a's events join no window (so a has no partial window either); b is unaffected.
+        let out = run(config, evs("a1 b1 a2 b2"), 2, None, true).await;
+        assert_eq!(out.len(), 3, "{out:?}");
+        for item in &out[..2] {
+            assert!(
+                matches!(item, Err(StateError::Serialization(m)) if m.contains("'a'")),
+                "{out:?}"
+            );
+        }
+        assert_eq!(out[2], Ok("b:1,2".into()));
+        assert_eq!(store.get("window:a").await.unwrap(), Some(garbage));
+    }
+}
+
+/// Same field layout as `Ev` but a wider item: an `Ev` buffer's header reads fine as its
+/// buffer, its events do not.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+struct WideEv {
+    key: String,
+    v: u32,
+    extra: [u8; 8],
+}
+
+#[tokio::test]
+async fn a_buffer_of_another_item_type_is_an_error_before_anything_is_added_to_it() {
+    let store = Arc::new(MapStore::default());
+    let config = StateConfig::new().with_custom_storage(store.clone());
+    assert!(run(config.clone(), evs("a1 a2"), 3, None, false)
+        .await
+        .is_empty());
+    let before = store.0.lock().unwrap()["window:a"].clone();
+    let wide = WideEv {
+        key: "a".into(),
+        v: 3,
+        extra: [0; 8],
+    };
+    let out: Vec<Result<usize, StateError>> = no_hang(
+        futures::stream::iter(vec![wide.clone(), wide])
+            // A window of 10: these events would only be appended, never decoded with a.
+            .stateful_window_rs2(
+                config,
+                |e: &WideEv| e.key.clone(),
+                10,
+                |w, _s| async move { w.len() },
+            )
+            .collect(),
+    )
+    .await;
+    assert_eq!(out.len(), 2, "{out:?}");
+    assert!(
+        out.iter()
+            .all(|r| matches!(r, Err(StateError::Serialization(m)) if m.contains("'a'"))),
+        "{out:?}"
+    );
+    assert_eq!(store.0.lock().unwrap()["window:a"], before);
+}

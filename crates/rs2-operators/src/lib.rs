@@ -7,6 +7,7 @@
 
 mod accumulate;
 mod dedup;
+mod event_log;
 mod ext;
 mod filter;
 mod fold;

@@ -1,6 +1,5 @@
 //! `stateful_pattern_rs2`: runs a detector over each key's last `pattern_size` events.
 
-use std::collections::VecDeque;
 use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
@@ -11,7 +10,8 @@ use rs2_state_core::{KeyExtractor, StateAccess, StateConfig, StateError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::keyed::{EventKey, KeyedState, StateIo};
+use crate::event_log::{LogError, LogWriter};
+use crate::keyed::{Change, EventKey, KeyedState, StateIo};
 
 pin_project! {
     /// Stream returned by [`stateful_pattern_rs2`](crate::StatefulStreamExt::stateful_pattern_rs2).
@@ -26,7 +26,12 @@ pin_project! {
     /// **State.** Per key, its last `pattern_size` events, in the configured storage (namespace
     /// `pattern`), written on every event; so TTL, `max_size` and custom backends apply, and a
     /// key whose events expired or were evicted starts collecting again. Each event costs one
-    /// load and one store of its key's events (encoding `O(pattern_size)` events).
+    /// read-modify-write of its key's events that encodes only this event: the stored bytes are
+    /// copied with the oldest event cut off and this one's encoding appended. Once the key has
+    /// `pattern_size` events, each event also decodes the `pattern_size - 1` stored ones to
+    /// hand them to the closure (`O(pattern_size)` decoding per event, none re-encoded); before
+    /// that nothing is decoded, except that events this operator did not write itself (an
+    /// earlier pipeline's, on a durable store) are decoded in full once, to check them.
     ///
     /// **Errors.** `pattern_size == 0` yields one [`StateError::Validation`] item and ends the
     /// stream without reading the input. An invalid config, a failing key extractor, a backend
@@ -43,29 +48,58 @@ pin_project! {
         pattern_size: usize,
         pattern_state: KeyedState,
         user_state: KeyedState,
+        rings: LogWriter,
         key_extractor: K,
         f: F,
     }
 }
+
+/// Tag of a stored ring (see `event_log`): a key's last events, oldest first.
+const RING_TAG: u8 = 0x70;
 
 enum Step<T> {
     Idle,
     /// Invalid arguments: report them, then end.
     Invalid(StateError),
     Done,
-    Loading {
-        event: T,
+    /// Adding an event to its key's last events; then they go to the closure, if there are
+    /// `pattern_size` of them.
+    Updating {
         key: EventKey,
         now: u64,
-        io: StateIo<Option<VecDeque<T>>>,
-    },
-    Saving {
-        key: EventKey,
-        now: u64,
-        io: StateIo<()>,
-        window: Option<Vec<T>>,
+        io: StateIo<Option<Vec<T>>>,
     },
     Running,
+}
+
+/// Adds `event` to the key's stored last events `current`, keeping the last `size`, and writes
+/// them to `out`; returns them once there are `size`.
+fn push<T: Serialize + DeserializeOwned>(
+    rings: LogWriter,
+    size: usize,
+    current: Option<&[u8]>,
+    event: T,
+    out: &mut Vec<u8>,
+) -> Result<(Change, Option<Vec<T>>), LogError> {
+    let ring = rings.read::<T>(current)?;
+    if ring.count + 1 < size {
+        rings.write(out, 0, ring.count + 1, ring.events, Some(&event))?;
+        return Ok((Change::Store, None));
+    }
+    // Drop the oldest event (more than one only if the ring was stored by an operator with a
+    // larger pattern_size); decode the others for the closure.
+    let mut events = ring.iter::<T>();
+    for event in events.by_ref().take(ring.count + 1 - size) {
+        event?;
+    }
+    let kept = &ring.events[events.offset()..];
+    let mut window = Vec::with_capacity(size);
+    for event in events {
+        window.push(event?);
+    }
+    rings.write(out, 0, size, kept, Some(&event))?;
+    window.push(event);
+    Ok((Change::Store, Some(window)))
 }
 
 impl<S: Stream, K, F, Fut> StatefulPattern<S, K, F, Fut> {
@@ -90,6 +124,7 @@ impl<S: Stream, K, F, Fut> StatefulPattern<S, K, F, Fut> {
             pattern_size,
             pattern_state: KeyedState::new(&config, "pattern"),
             user_state: KeyedState::new(&config, "pattern.user"),
+            rings: LogWriter::new(RING_TAG),
             key_extractor,
             f,
         }
@@ -128,68 +163,23 @@ where
                         Err(err) => return Poll::Ready(Some(Err(err))),
                     };
                     let now = this.pattern_state.now();
-                    let io = this.pattern_state.load(&mut key, now);
-                    *this.step = Step::Loading {
-                        event,
-                        key,
-                        now,
-                        io,
+                    let (size, rings) = (*this.pattern_size, *this.rings);
+                    let update = move |key: &str, current: Option<&[u8]>, out: &mut Vec<u8>| {
+                        push(rings, size, current, event, out)
+                            .map_err(|e| e.for_events::<S::Item>(key))
                     };
+                    let io = this.pattern_state.update_bytes(&mut key, now, update);
+                    *this.step = Step::Updating { key, now, io };
                 }
-                Step::Loading {
-                    event,
-                    mut key,
-                    now,
-                    mut io,
-                } => {
-                    let stored = match Pin::new(&mut io).poll(cx) {
+                Step::Updating { key, now, mut io } => {
+                    let window = match Pin::new(&mut io).poll(cx) {
                         Poll::Pending => {
-                            *this.step = Step::Loading {
-                                event,
-                                key,
-                                now,
-                                io,
-                            };
+                            *this.step = Step::Updating { key, now, io };
                             return Poll::Pending;
                         }
                         Poll::Ready(Err(err)) => return Poll::Ready(Some(Err(err))),
-                        Poll::Ready(Ok(stored)) => stored,
+                        Poll::Ready(Ok(window)) => window,
                     };
-                    let size = *this.pattern_size;
-                    let mut ring = stored.unwrap_or_default();
-                    // Longer only if stored by an operator with a larger pattern_size.
-                    while ring.len() >= size {
-                        ring.pop_front();
-                    }
-                    ring.push_back(event);
-                    let io = this.pattern_state.save(&mut key, &ring, now);
-                    let window = (ring.len() == size).then(|| Vec::from(ring));
-                    *this.step = Step::Saving {
-                        key,
-                        now,
-                        io,
-                        window,
-                    };
-                }
-                Step::Saving {
-                    key,
-                    now,
-                    mut io,
-                    window,
-                } => {
-                    match Pin::new(&mut io).poll(cx) {
-                        Poll::Pending => {
-                            *this.step = Step::Saving {
-                                key,
-                                now,
-                                io,
-                                window,
-                            };
-                            return Poll::Pending;
-                        }
-                        Poll::Ready(Err(err)) => return Poll::Ready(Some(Err(err))),
-                        Poll::Ready(Ok(())) => {}
-                    }
                     let Some(window) = window else {
                         continue;
                     };

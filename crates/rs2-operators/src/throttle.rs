@@ -1,7 +1,6 @@
 //! `stateful_throttle_rs2`: per key at most `rate_limit` events in any sliding window; the
 //! excess is dropped (and counted), never delayed.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -13,7 +12,8 @@ use pin_project_lite::pin_project;
 use rs2_state_core::{KeyExtractor, StateConfig, StateError};
 
 use crate::dedup::{ceil_ms, spend};
-use crate::keyed::{EventKey, KeyedState, StateIo};
+use crate::event_log::TimeLog;
+use crate::keyed::{Change, InFlight, KeyedState, Landed};
 
 pin_project! {
     /// Stream returned by
@@ -32,7 +32,9 @@ pin_project! {
     /// most `rate_limit` of them; older ones are evicted on each event of the key), in the
     /// configured storage (namespace `throttle`), written when an event is let through. So
     /// memory is bounded by the config's `max_size` keys, each holding at most `rate_limit`
-    /// times. A key whose state was evicted (`max_size`) or expired (the config's `ttl`,
+    /// times. They are stored as fixed-width entries in time order: an event costs a binary
+    /// search over them and, when let through, a copy of the stored bytes with its time
+    /// inserted; nothing is decoded or re-encoded. A key whose state was evicted (`max_size`) or expired (the config's `ttl`,
     /// counted from its last event let through) starts afresh: give the config a TTL of at
     /// least `window` and a `max_size` above the number of keys active within `window`, or a
     /// key may get more than `rate_limit` events through in a window.
@@ -58,18 +60,9 @@ pin_project! {
 enum Step<T> {
     /// Waiting for the next event.
     Idle,
-    /// Reading the key's recent times.
-    Loading {
-        event: T,
-        key: EventKey,
-        now: u64,
-        io: StateIo<Option<Vec<u64>>>,
-    },
-    /// Writing the key's times with the event let through.
-    Saving {
-        event: T,
-        io: StateIo<()>,
-    },
+    /// Reading the key's recent times, and adding the event's if it is let through: the
+    /// result says whether it was.
+    Updating(InFlight<T, bool>),
     /// An argument was invalid: report it, then end.
     Invalid(StateError),
     Done,
@@ -178,58 +171,41 @@ where
                         Err(err) => return Poll::Ready(Some(Err(err))),
                     };
                     let now = this.keyed.now();
-                    let io = this.keyed.load(&mut key, now);
-                    *this.step = Step::Loading {
-                        event,
-                        key,
-                        now,
-                        io,
-                    };
+                    let (rate_limit, window_ms) = (*this.rate_limit, *this.window_ms);
+                    let io = this
+                        .keyed
+                        .update_bytes(&mut key, now, move |key, current, out| {
+                            let times = TimeLog::read(current)
+                                .map_err(|e| e.for_key(key, "a throttle time log"))?;
+                            let within = times.within(now, window_ms);
+                            if within.len() >= rate_limit {
+                                return Ok((Change::Keep, false));
+                            }
+                            times.write(out, within, now);
+                            Ok((Change::Store, true))
+                        });
+                    *this.step = Step::Updating(InFlight::new(event, key, now, io));
                 }
-                Step::Loading {
-                    event,
-                    mut key,
-                    now,
-                    mut io,
-                } => {
-                    let stored = match Pin::new(&mut io).poll(cx) {
-                        Poll::Pending => {
-                            *this.step = Step::Loading {
-                                event,
-                                key,
-                                now,
-                                io,
-                            };
+                Step::Updating(update) => {
+                    let Landed { event, result, .. } = match update.poll(cx) {
+                        Ok(landed) => landed,
+                        Err(update) => {
+                            *this.step = Step::Updating(update);
                             return Poll::Pending;
                         }
-                        Poll::Ready(Err(err)) => return Poll::Ready(Some(Err(err))),
-                        Poll::Ready(Ok(stored)) => stored,
                     };
-                    let mut times = stored.unwrap_or_default();
-                    // Keep the times within the window before `now`. `abs_diff`: a time from
-                    // the future (durable state written under a wall clock since set back)
-                    // counts for at most `window` too.
-                    let window_ms = *this.window_ms;
-                    times.retain(|&t| now.abs_diff(t) < window_ms);
-                    if times.len() >= *this.rate_limit {
-                        this.dropped.add_one();
-                        // Over the limit: dropped in place.
-                        if spend(&mut budget, cx) {
-                            return Poll::Pending;
+                    match result {
+                        Ok(true) => return Poll::Ready(Some(Ok(event))),
+                        Err(err) => return Poll::Ready(Some(Err(err))),
+                        Ok(false) => {
+                            // Over the limit: dropped in place.
+                            this.dropped.add_one();
+                            if spend(&mut budget, cx) {
+                                return Poll::Pending;
+                            }
                         }
-                        continue;
                     }
-                    times.push(now);
-                    let io = this.keyed.save(&mut key, &times, now);
-                    *this.step = Step::Saving { event, io };
                 }
-                Step::Saving { event, mut io } => match Pin::new(&mut io).poll(cx) {
-                    Poll::Pending => {
-                        *this.step = Step::Saving { event, io };
-                        return Poll::Pending;
-                    }
-                    Poll::Ready(result) => return Poll::Ready(Some(result.map(|()| event))),
-                },
                 Step::Invalid(err) => {
                     *this.step = Step::Done;
                     return Poll::Ready(Some(Err(err)));

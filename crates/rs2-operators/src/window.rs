@@ -11,9 +11,10 @@ use futures::Stream;
 use pin_project_lite::pin_project;
 use rs2_state_core::{KeyExtractor, StateAccess, StateConfig, StateError};
 use serde::de::DeserializeOwned;
-use serde::{Deserialize, Serialize};
+use serde::Serialize;
 
-use crate::keyed::{EventKey, KeyedState, StateIo};
+use crate::event_log::{LogError, LogWriter};
+use crate::keyed::{Change, EventKey, KeyedState, StateIo};
 
 pin_project! {
     /// Stream returned by [`stateful_window_rs2`](crate::StatefulStreamExt::stateful_window_rs2)
@@ -37,8 +38,12 @@ pin_project! {
     /// **State.** A key's open buffer (the events of its next window, plus a count of events
     /// still to skip when hopping) lives in the configured storage (namespace `window`), so TTL,
     /// `max_size` and custom backends apply: a buffer that expired or was evicted starts again
-    /// empty. A buffer that becomes empty is removed from storage. Each event costs one load and
-    /// one store of its key's buffer (encoding `O(window_size)` events). When the input ends,
+    /// empty. A buffer that becomes empty is removed from storage. Each event costs one
+    /// read-modify-write of its key's buffer that encodes only this event: the stored bytes are
+    /// copied with the event's encoding appended (a copy of up to `window_size - 1` encoded
+    /// events), and the buffer's events are decoded only when they form a window. A buffer this
+    /// operator did not write itself (an earlier pipeline's, on a durable store) is decoded in
+    /// full once, to check it, before it is added to. When the input ends,
     /// emitted partial windows are removed from storage; everything else (open buffers without
     /// `emit_partial`, a hopping key's count of events to skip) stays until its TTL, so a later
     /// pipeline on the same durable store and namespace carries on with those keys.
@@ -71,6 +76,7 @@ pin_project! {
         spec: Spec,
         window_state: KeyedState,
         user_state: KeyedState,
+        buffers: LogWriter,
         open: OpenKeys,
         // Keys whose partial windows are still to be emitted (end of input).
         drain: VecDeque<Arc<str>>,
@@ -87,52 +93,114 @@ struct Spec {
     slide: usize,
 }
 
-/// A key's open buffer, as stored.
-#[derive(Serialize, Deserialize)]
-struct WindowBuf<T> {
-    /// Events still to drop before the next window starts (hopping windows only).
-    skip: u64,
-    /// The events of the key's next window so far, oldest first.
-    events: Vec<T>,
+/// Tag of a stored buffer (see `event_log`): the events of a key's next window so far, oldest
+/// first, and a count of events still to drop before the next window starts (hopping windows).
+const BUFFER_TAG: u8 = 0x77;
+
+/// What one event did: the window it completed, if any, and how it changed the set of keys with
+/// open buffers.
+struct Advanced<T> {
+    window: Option<Vec<T>>,
+    change: IndexChange,
 }
 
-impl<T> WindowBuf<T> {
-    fn empty() -> Self {
-        Self {
-            skip: 0,
-            events: Vec::new(),
-        }
-    }
-
-    fn is_empty(&self) -> bool {
-        self.skip == 0 && self.events.is_empty()
+impl<T> Advanced<T> {
+    fn new(window: Option<Vec<T>>, change: IndexChange) -> Self {
+        Self { window, change }
     }
 }
 
 impl Spec {
-    /// Adds `event` to `buf`; returns the window it completes, if any.
-    fn advance<T: Clone>(self, buf: &mut WindowBuf<T>, event: T) -> Option<Vec<T>> {
+    /// Adds `event` to the key's stored buffer `current`, writing the new buffer to `out`.
+    fn advance<T: Serialize + DeserializeOwned>(
+        self,
+        buffers: LogWriter,
+        current: Option<&[u8]>,
+        event: T,
+        out: &mut Vec<u8>,
+    ) -> Result<(Change, Advanced<T>), LogError> {
+        let buf = buffers.read::<T>(current)?;
+        let was_open = buf.count > 0;
         if buf.skip > 0 {
-            buf.skip -= 1;
-            return None;
+            // Hopping: the event belongs to no window.
+            let change = store::<T>(buffers, out, buf.skip - 1, buf.count, buf.events, None)?;
+            return Ok((change, Advanced::new(None, IndexChange::Unchanged)));
         }
-        buf.events.push(event);
-        if buf.events.len() < self.size {
-            return None;
+        if buf.count + 1 < self.size {
+            let change = store(buffers, out, 0, buf.count + 1, buf.events, Some(&event))?;
+            let index = if was_open {
+                IndexChange::Unchanged
+            } else {
+                IndexChange::Opened
+            };
+            return Ok((change, Advanced::new(None, index)));
         }
-        if self.slide >= self.size {
-            // Tumbling or hopping. (The buffer is longer than a window only if it was stored by
-            // an operator with a larger window; its excess starts the next window.)
-            let rest = buf.events.split_off(self.size);
-            buf.skip = (self.slide - self.size) as u64;
-            Some(std::mem::replace(&mut buf.events, rest))
+        // The event completes a window: the first `size` of the stored events and this one.
+        // The buffer keeps these events from number `cut` on: a sliding window's last
+        // `size - slide`; none of a tumbling or hopping window's (unless the buffer was stored
+        // by an operator with a larger window: its excess starts the next window).
+        let (cut, skip) = if self.slide < self.size {
+            (self.slide, 0)
         } else {
-            let rest = buf.events[self.slide..].to_vec();
-            let mut window = std::mem::replace(&mut buf.events, rest);
-            window.truncate(self.size);
-            Some(window)
+            (self.size, (self.slide - self.size) as u64)
+        };
+        let mut events = buf.iter::<T>();
+        let mut window = Vec::with_capacity(self.size);
+        for event in events.by_ref().take(cut) {
+            window.push(event?);
         }
+        let kept = &buf.events[events.offset()..];
+        for event in events.take(self.size - cut) {
+            window.push(event?);
+        }
+        let keep_event = cut <= buf.count;
+        let count = buf.count.saturating_sub(cut) + usize::from(keep_event);
+        let event_kept = keep_event.then_some(&event);
+        let change = store(buffers, out, skip, count, kept, event_kept)?;
+        if buf.count < self.size {
+            window.push(event);
+        }
+        let index = match (was_open, count > 0) {
+            (false, true) => IndexChange::Opened,
+            (true, false) => IndexChange::Closed,
+            _ => IndexChange::Unchanged,
+        };
+        Ok((change, Advanced::new(Some(window), index)))
     }
+}
+
+/// Writes the buffer of `count` events, `stored` then `event`, with `skip` to `out`; or says to
+/// remove the key when that buffer would be empty.
+fn store<T: Serialize>(
+    buffers: LogWriter,
+    out: &mut Vec<u8>,
+    skip: u64,
+    count: usize,
+    stored: &[u8],
+    event: Option<&T>,
+) -> Result<Change, LogError> {
+    if skip == 0 && count == 0 {
+        return Ok(Change::Remove);
+    }
+    buffers.write(out, skip, count, stored, event)?;
+    Ok(Change::Store)
+}
+
+/// At end of input: takes the key's partial window (all its buffered events) out of storage.
+fn take_partial<T: DeserializeOwned>(
+    buffers: LogWriter,
+    current: Option<&[u8]>,
+) -> Result<(Change, Advanced<T>), LogError> {
+    let buf = buffers.read::<T>(current)?;
+    if buf.count == 0 {
+        // Expired, evicted or emptied meanwhile (or only events to skip): nothing to emit.
+        return Ok((Change::Keep, Advanced::new(None, IndexChange::Unchanged)));
+    }
+    let window = buf.decode_all()?;
+    Ok((
+        Change::Remove,
+        Advanced::new(Some(window), IndexChange::Unchanged),
+    ))
 }
 
 /// How an event changed the set of keys with open buffers.
@@ -210,25 +278,12 @@ enum Step<T> {
     Idle,
     /// Invalid arguments: report them, then end.
     Invalid(StateError),
-    Loading {
-        event: T,
+    /// Adding an event to its key's buffer, or at end of input taking a key's partial window
+    /// out of storage; then the window, if any, goes to the closure.
+    Updating {
         key: EventKey,
         now: u64,
-        io: StateIo<Option<WindowBuf<T>>>,
-    },
-    /// Loading a key's open buffer at end of input.
-    DrainLoading {
-        key: EventKey,
-        now: u64,
-        io: StateIo<Option<WindowBuf<T>>>,
-    },
-    /// Writing (or removing) the key's buffer; then the window, if any, goes to the closure.
-    Storing {
-        key: EventKey,
-        now: u64,
-        io: StateIo<()>,
-        window: Option<Vec<T>>,
-        change: IndexChange,
+        io: StateIo<Advanced<T>>,
     },
     Running,
 }
@@ -267,6 +322,7 @@ impl<S: Stream, K, F, Fut> StatefulWindow<S, K, F, Fut> {
             },
             window_state: KeyedState::new(&config, "window"),
             user_state: KeyedState::new(&config, "window.user"),
+            buffers: LogWriter::new(BUFFER_TAG),
             open: OpenKeys::new(emit_partial, config.max_size),
             drain: VecDeque::new(),
             input_done: false,
@@ -316,13 +372,14 @@ where
                         Err(err) => return Poll::Ready(Some(Err(err))),
                     };
                     let now = this.window_state.now();
-                    let io = this.window_state.load(&mut key, now);
-                    *this.step = Step::Loading {
-                        event,
-                        key,
-                        now,
-                        io,
-                    };
+                    let (spec, buffers) = (*this.spec, *this.buffers);
+                    let io =
+                        this.window_state
+                            .update_bytes(&mut key, now, move |key, current, out| {
+                                spec.advance(buffers, current, event, out)
+                                    .map_err(|e| e.for_events::<S::Item>(key))
+                            });
+                    *this.step = Step::Updating { key, now, io };
                 }
                 Step::Idle => {
                     let Some(user_key) = this.drain.pop_front() else {
@@ -333,98 +390,26 @@ where
                         Err(err) => return Poll::Ready(Some(Err(err))),
                     };
                     let now = this.window_state.now();
-                    let io = this.window_state.load(&mut key, now);
-                    *this.step = Step::DrainLoading { key, now, io };
+                    let buffers = *this.buffers;
+                    let io =
+                        this.window_state
+                            .update_bytes(&mut key, now, move |key, current, _out| {
+                                take_partial(buffers, current)
+                                    .map_err(|e| e.for_events::<S::Item>(key))
+                            });
+                    *this.step = Step::Updating { key, now, io };
                 }
-                Step::Loading {
-                    event,
-                    mut key,
-                    now,
-                    mut io,
-                } => {
-                    let stored = match Pin::new(&mut io).poll(cx) {
+                Step::Updating { key, now, mut io } => {
+                    let advanced = match Pin::new(&mut io).poll(cx) {
                         Poll::Pending => {
-                            *this.step = Step::Loading {
-                                event,
-                                key,
-                                now,
-                                io,
-                            };
+                            *this.step = Step::Updating { key, now, io };
                             return Poll::Pending;
                         }
                         Poll::Ready(Err(err)) => return Poll::Ready(Some(Err(err))),
-                        Poll::Ready(Ok(stored)) => stored,
+                        Poll::Ready(Ok(advanced)) => advanced,
                     };
-                    let mut buf = stored.unwrap_or_else(WindowBuf::empty);
-                    let was_open = !buf.events.is_empty();
-                    let window = this.spec.advance(&mut buf, event);
-                    let change = match (was_open, !buf.events.is_empty()) {
-                        (false, true) => IndexChange::Opened,
-                        (true, false) => IndexChange::Closed,
-                        _ => IndexChange::Unchanged,
-                    };
-                    let io = if buf.is_empty() {
-                        this.window_state.remove(&mut key)
-                    } else {
-                        this.window_state.save(&mut key, &buf, now)
-                    };
-                    *this.step = Step::Storing {
-                        key,
-                        now,
-                        io,
-                        window,
-                        change,
-                    };
-                }
-                Step::DrainLoading {
-                    mut key,
-                    now,
-                    mut io,
-                } => {
-                    let stored = match Pin::new(&mut io).poll(cx) {
-                        Poll::Pending => {
-                            *this.step = Step::DrainLoading { key, now, io };
-                            return Poll::Pending;
-                        }
-                        Poll::Ready(Err(err)) => return Poll::Ready(Some(Err(err))),
-                        Poll::Ready(Ok(stored)) => stored,
-                    };
-                    // Expired, evicted or emptied meanwhile: nothing to emit.
-                    let Some(buf) = stored.filter(|buf| !buf.events.is_empty()) else {
-                        continue;
-                    };
-                    let io = this.window_state.remove(&mut key);
-                    *this.step = Step::Storing {
-                        key,
-                        now,
-                        io,
-                        window: Some(buf.events),
-                        change: IndexChange::Unchanged,
-                    };
-                }
-                Step::Storing {
-                    key,
-                    now,
-                    mut io,
-                    window,
-                    change,
-                } => {
-                    match Pin::new(&mut io).poll(cx) {
-                        Poll::Pending => {
-                            *this.step = Step::Storing {
-                                key,
-                                now,
-                                io,
-                                window,
-                                change,
-                            };
-                            return Poll::Pending;
-                        }
-                        Poll::Ready(Err(err)) => return Poll::Ready(Some(Err(err))),
-                        Poll::Ready(Ok(())) => {}
-                    }
-                    this.open.apply(key.user_key(), change);
-                    let Some(window) = window else {
+                    this.open.apply(key.user_key(), advanced.change);
+                    let Some(window) = advanced.window else {
                         continue;
                     };
                     let access = match this.user_state.derived_key(key.user_key()) {
