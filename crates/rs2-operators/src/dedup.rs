@@ -10,7 +10,7 @@ use futures::Stream;
 use pin_project_lite::pin_project;
 use rs2_state_core::{KeyExtractor, StateConfig, StateError};
 
-use crate::keyed::{InFlight, KeyedState, Landed, StateIo};
+use crate::keyed::{ceil_ms, spend, InFlight, KeyedState, Landed, StateIo};
 
 pin_project! {
     /// Stream returned by
@@ -61,28 +61,6 @@ enum Step<T> {
     /// An argument was invalid: report it, then end.
     Invalid(StateError),
     Done,
-}
-
-/// Events an operator takes in without yielding an item before it returns `Pending` (after
-/// waking itself), so a long run of dropped or buffered events cannot hold the executor's
-/// thread for the whole of a ready input.
-pub(crate) const YIELD_BUDGET: u32 = 1024;
-
-/// Counts an event taken in without an item; `true` when the poll should yield.
-#[inline]
-pub(crate) fn spend(budget: &mut u32, cx: &mut Context<'_>) -> bool {
-    *budget += 1;
-    if *budget >= YIELD_BUDGET {
-        cx.waker().wake_by_ref();
-        true
-    } else {
-        false
-    }
-}
-
-/// Whole milliseconds covering `d` (a positive sub-millisecond duration counts as 1 ms).
-pub(crate) fn ceil_ms(d: Duration) -> u64 {
-    u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
 }
 
 impl<S: Stream, K> StatefulDeduplicate<S, K> {

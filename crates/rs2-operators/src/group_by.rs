@@ -18,7 +18,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::time::Sleep;
 
-use crate::dedup::{ceil_ms, spend};
+use crate::keyed::{ceil_ms, spend};
 use crate::keyed::{EventKey, KeyedState, StateIo};
 
 /// Events per storage entry of a group buffer: appending an event reads and writes at most

@@ -418,3 +418,25 @@ impl KeyedState {
         Ok(InFlight::new(event, key, now, io))
     }
 }
+
+/// Events an operator takes in without yielding an item before it returns `Pending` (after
+/// waking itself), so a long run of dropped or buffered events cannot hold the executor's
+/// thread for the whole of a ready input.
+pub(crate) const YIELD_BUDGET: u32 = 1024;
+
+/// Counts an event taken in without an item; `true` when the poll should yield.
+#[inline]
+pub(crate) fn spend(budget: &mut u32, cx: &mut Context<'_>) -> bool {
+    *budget += 1;
+    if *budget >= YIELD_BUDGET {
+        cx.waker().wake_by_ref();
+        true
+    } else {
+        false
+    }
+}
+
+/// Whole milliseconds covering `d` (a positive sub-millisecond duration counts as 1 ms).
+pub(crate) fn ceil_ms(d: std::time::Duration) -> u64 {
+    u64::try_from(d.as_nanos().div_ceil(1_000_000)).unwrap_or(u64::MAX)
+}

@@ -11,8 +11,8 @@ use futures::Stream;
 use pin_project_lite::pin_project;
 use rs2_state_core::{KeyExtractor, StateConfig, StateError};
 
-use crate::dedup::{ceil_ms, spend};
 use crate::event_log::TimeLog;
+use crate::keyed::{ceil_ms, spend};
 use crate::keyed::{Change, InFlight, KeyedState, Landed};
 
 pin_project! {
