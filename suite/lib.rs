@@ -33,3 +33,31 @@ pub fn keyed_events(n: usize, keys: usize) -> Vec<UserEvent> {
         })
         .collect()
 }
+
+/// A backend whose every call fails with `connection refused` (naming the key), for tests of
+/// how operators report backend failures.
+#[derive(Debug, Default, Clone, Copy)]
+pub struct FailingStore;
+
+#[rs2::state::async_trait]
+impl rs2::state::StateStorage for FailingStore {
+    async fn get(&self, key: &str) -> rs2::state::StateResult<Option<Vec<u8>>> {
+        Err(refused(key))
+    }
+    async fn set(&self, key: &str, _value: &[u8]) -> rs2::state::StateResult<()> {
+        Err(refused(key))
+    }
+    async fn delete(&self, key: &str) -> rs2::state::StateResult<()> {
+        Err(refused(key))
+    }
+    async fn exists(&self, key: &str) -> rs2::state::StateResult<bool> {
+        Err(refused(key))
+    }
+    async fn clear(&self) -> rs2::state::StateResult<()> {
+        Err(rs2::state::StateError::Storage("connection refused".into()))
+    }
+}
+
+fn refused(key: &str) -> rs2::state::StateError {
+    rs2::state::StateError::storage_for(key, "connection refused")
+}

@@ -7,7 +7,6 @@ use std::time::Duration;
 use futures::stream::{self, BoxStream};
 use proptest::prelude::*;
 use rs2::prelude::*;
-use rs2::state::async_trait;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -193,26 +192,7 @@ async fn expired_buffers_are_removed_from_the_store() {
     assert_eq!(store.len(), 2);
 }
 
-struct FailingStore;
-
-#[async_trait]
-impl StateStorage for FailingStore {
-    async fn get(&self, _key: &str) -> StateResult<Option<Vec<u8>>> {
-        Err(StateError::Storage("connection refused".into()))
-    }
-    async fn set(&self, _key: &str, _value: &[u8]) -> StateResult<()> {
-        Err(StateError::Storage("connection refused".into()))
-    }
-    async fn delete(&self, _key: &str) -> StateResult<()> {
-        Err(StateError::Storage("connection refused".into()))
-    }
-    async fn exists(&self, _key: &str) -> StateResult<bool> {
-        Err(StateError::Storage("connection refused".into()))
-    }
-    async fn clear(&self) -> StateResult<()> {
-        Err(StateError::Storage("connection refused".into()))
-    }
-}
+use rs2_suite::FailingStore;
 
 #[tokio::test]
 async fn backend_failures_are_error_items_naming_the_key() {

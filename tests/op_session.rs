@@ -88,27 +88,7 @@ fn f(user: &str, is_new: bool) -> (String, bool) {
 }
 
 /// A backend whose every call fails, naming the key.
-#[derive(Default)]
-struct FailingStore;
-
-#[async_trait]
-impl StateStorage for FailingStore {
-    async fn get(&self, key: &str) -> StateResult<Option<Vec<u8>>> {
-        Err(StateError::storage_for(key, "connection refused"))
-    }
-    async fn set(&self, key: &str, _value: &[u8]) -> StateResult<()> {
-        Err(StateError::storage_for(key, "connection refused"))
-    }
-    async fn delete(&self, key: &str) -> StateResult<()> {
-        Err(StateError::storage_for(key, "connection refused"))
-    }
-    async fn exists(&self, key: &str) -> StateResult<bool> {
-        Err(StateError::storage_for(key, "connection refused"))
-    }
-    async fn clear(&self) -> StateResult<()> {
-        Err(StateError::Storage("connection refused".into()))
-    }
-}
+use rs2_suite::FailingStore;
 
 /// Reads work, every write fails.
 #[derive(Default)]
