@@ -40,15 +40,6 @@ async fn no_hang<F: Future>(f: F) -> F::Output {
         .expect("pipeline hung")
 }
 
-/// The process clock (`StateClock`) is anchored at its first use, and under paused time it
-/// reads 0 ms elapsed until tokio's clock passes that anchor: a test whose runtime was built
-/// before the anchor would see its first millisecond stretched. Anchor it, then move the
-/// paused clock past the anchor, before measuring anything.
-async fn settle_clock() {
-    rs2::state::StateClock::new();
-    tokio::time::advance(Duration::from_secs(1)).await;
-}
-
 /// `(ms to sleep before the event, event)` as a stream that sleeps on tokio's clock.
 fn timed<T: Send + 'static>(items: Vec<(u64, T)>) -> impl Stream<Item = T> + Send {
     futures::stream::unfold(items.into_iter(), |mut it| async move {
@@ -109,7 +100,6 @@ impl StateStorage for FailingStore {
 
 #[tokio::test(start_paused = true)]
 async fn first_event_of_each_key_passes_repeats_are_dropped_in_place() {
-    settle_clock().await;
     let out = dedup(
         vec![
             ev("a", 1),
@@ -154,7 +144,6 @@ async fn fifty_thousand_keys_all_pass_then_all_repeats_are_dropped() {
 
 #[tokio::test(start_paused = true)]
 async fn after_ttl_the_next_event_passes_and_restarts_the_window() {
-    settle_clock().await;
     // ttl 10 s. Times (ms): 0 pass, 5_000 drop, 9_999 drop, 10_000 pass (exactly ttl after the
     // first), 15_000 drop (within 10 s of the event at 10_000, not of the first), 19_999 drop,
     // 20_000 pass. Dropped repeats do not extend the window.
@@ -179,7 +168,6 @@ async fn after_ttl_the_next_event_passes_and_restarts_the_window() {
 
 #[tokio::test(start_paused = true)]
 async fn keys_have_independent_windows() {
-    settle_clock().await;
     // ttl 1 s: a@0 pass, b@600 pass, a@1000 pass, b@1200 drop, b@1600 pass.
     let input = vec![
         (0, ev("a", 0)),
@@ -200,7 +188,6 @@ async fn keys_have_independent_windows() {
 
 #[tokio::test(start_paused = true)]
 async fn the_seed_sample_compiles_and_dedups_requests() {
-    settle_clock().await;
     #[derive(Debug, Clone)]
     struct Request {
         user_id: String,
@@ -233,7 +220,6 @@ async fn the_seed_sample_compiles_and_dedups_requests() {
 
 #[tokio::test(start_paused = true)]
 async fn a_key_whose_marker_was_evicted_passes_again() {
-    settle_clock().await;
     // max_size 2: the third key evicts the least recently used marker ("a").
     let out: Vec<u32> = no_hang(
         futures::stream::iter(vec![ev("a", 0), ev("b", 1), ev("c", 2), ev("a", 3)])

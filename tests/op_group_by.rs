@@ -41,15 +41,6 @@ async fn no_hang<F: Future>(f: F) -> F::Output {
         .expect("pipeline hung")
 }
 
-/// The process clock (`StateClock`) is anchored at its first use, and under paused time it
-/// reads 0 ms elapsed until tokio's clock passes that anchor: a test whose runtime was built
-/// before the anchor would see its first millisecond stretched. Anchor it, then move the
-/// paused clock past the anchor, before measuring anything.
-async fn settle_clock() {
-    rs2::state::StateClock::new();
-    tokio::time::advance(Duration::from_secs(1)).await;
-}
-
 /// `(ms to sleep before the event, event)` as a stream that sleeps on tokio's clock.
 fn timed<T: Send + 'static>(items: Vec<(u64, T)>) -> impl Stream<Item = T> + Send {
     futures::stream::unfold(items.into_iter(), |mut it| async move {
@@ -351,7 +342,6 @@ async fn key_change_and_size_together() {
 
 #[tokio::test(start_paused = true)]
 async fn a_timed_out_group_is_emitted_while_the_input_is_idle() {
-    settle_clock().await;
     // a and b at 0 ms, then nothing for an hour: both groups come out at 1 s, not at 1 h.
     let input = vec![
         (0, ev("a", 0)),
@@ -380,7 +370,6 @@ async fn a_timed_out_group_is_emitted_while_the_input_is_idle() {
 
 #[tokio::test(start_paused = true)]
 async fn the_timer_fires_on_a_channel_that_stays_open() {
-    settle_clock().await;
     let (tx, rx) = futures::channel::mpsc::unbounded::<Ev>();
     tx.unbounded_send(ev("a", 0)).unwrap();
     let mut stream = Box::pin(rx.stateful_group_by_advanced_rs2(
@@ -409,7 +398,6 @@ async fn the_timer_fires_on_a_channel_that_stays_open() {
 
 #[tokio::test(start_paused = true)]
 async fn the_timeout_counts_from_the_groups_first_event() {
-    settle_clock().await;
     // timeout 1 s: a@0, a@600, a@900 -> [0,1,2] at 1000 (later events do not extend it);
     // a@1100 opens a new group, emitted at 2100.
     let input = vec![
@@ -440,7 +428,6 @@ async fn the_timeout_counts_from_the_groups_first_event() {
 
 #[tokio::test(start_paused = true)]
 async fn timeouts_of_several_keys_fire_in_deadline_order() {
-    settle_clock().await;
     let input = vec![
         (0, ev("a", 0)),
         (100, ev("b", 1)),
@@ -469,7 +456,6 @@ async fn timeouts_of_several_keys_fire_in_deadline_order() {
 
 #[tokio::test(start_paused = true)]
 async fn an_event_arriving_at_its_groups_deadline_opens_a_new_group() {
-    settle_clock().await;
     let input = vec![(0, ev("a", 0)), (1_000, ev("a", 1))];
     let out = timed_output(timed(input).stateful_group_by_advanced_rs2(
         roomy(),
@@ -530,7 +516,6 @@ async fn a_group_larger_than_max_size_entries_is_split_not_lost() {
 
 #[tokio::test(start_paused = true)]
 async fn a_group_is_emitted_before_it_could_expire_from_storage() {
-    settle_clock().await;
     // ttl 10 s: the basic group_by emits a's group at 9 s (ttl less a 1 s margin) instead of
     // letting its buffer expire while the input is idle for an hour.
     let config = StateConfig::new()

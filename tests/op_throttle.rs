@@ -39,15 +39,6 @@ async fn no_hang<F: Future>(f: F) -> F::Output {
         .expect("pipeline hung")
 }
 
-/// The process clock (`StateClock`) is anchored at its first use, and under paused time it
-/// reads 0 ms elapsed until tokio's clock passes that anchor: a test whose runtime was built
-/// before the anchor would see its first millisecond stretched. Anchor it, then move the
-/// paused clock past the anchor, before measuring anything.
-async fn settle_clock() {
-    rs2::state::StateClock::new();
-    tokio::time::advance(Duration::from_secs(1)).await;
-}
-
 /// `(ms to sleep before the event, event)` as a stream that sleeps on tokio's clock.
 fn timed<T: Send + 'static>(items: Vec<(u64, T)>) -> impl Stream<Item = T> + Send {
     futures::stream::unfold(items.into_iter(), |mut it| async move {
@@ -94,7 +85,6 @@ impl StateStorage for FailingStore {
 
 #[tokio::test(start_paused = true)]
 async fn excess_events_in_one_window_are_dropped_and_counted() {
-    settle_clock().await;
     let input = (0..5).map(|n| (0, ev("a", n))).collect();
     let (out, dropped) = throttle_timed(input, 2, Duration::from_secs(1)).await;
     assert_eq!(out, [0, 1]);
@@ -110,7 +100,6 @@ async fn empty_input_ends_at_once() {
 
 #[tokio::test(start_paused = true)]
 async fn windows_of_a_second_and_more_are_enforced() {
-    settle_clock().await;
     // One event per 5 s. Times (ms): 0 pass, 1_000 drop, 4_999 drop, 5_000 pass, 6_000 drop,
     // 10_000 pass.
     let input = vec![
@@ -128,7 +117,6 @@ async fn windows_of_a_second_and_more_are_enforced() {
 
 #[tokio::test(start_paused = true)]
 async fn the_window_slides() {
-    settle_clock().await;
     // Two events per 10 s, at (s): 0 pass, 3 pass, 9 drop, 10 pass (0 left the window),
     // 12 drop (3 and 10 are in it), 13 pass (3 left), 19 drop, 20 pass, 22 drop (13 and 20).
     let at = [0u64, 3, 9, 10, 12, 13, 19, 20, 22];
@@ -150,7 +138,6 @@ async fn the_window_slides() {
 
 #[tokio::test(start_paused = true)]
 async fn the_seed_sample_allows_a_hundred_per_minute() {
-    settle_clock().await;
     #[derive(Debug, Clone)]
     struct Click {
         user_id: String,
@@ -173,7 +160,6 @@ async fn the_seed_sample_allows_a_hundred_per_minute() {
 
 #[tokio::test(start_paused = true)]
 async fn a_busy_key_never_delays_another_key() {
-    settle_clock().await;
     // A producer sends 10,000 events of "busy" (limit 1 per minute) with one "quiet" event
     // in the middle, then one more "quiet" event an hour later. Every event passes or is
     // dropped the moment it arrives: no time passes until the producer sleeps.
@@ -339,7 +325,6 @@ proptest! {
 
 #[tokio::test(start_paused = true)]
 async fn undecodable_state_is_an_error_naming_the_key_and_is_left_alone() {
-    settle_clock().await;
     // An in-process store shared through the config, holding garbage for ann.
     let store = InMemoryState::new(&StateConfig::new());
     let garbage = vec![0xff; 11];
@@ -399,7 +384,6 @@ impl StateStorage for YieldingStore {
 
 #[tokio::test(start_paused = true)]
 async fn a_slow_remote_store_holds_the_limit_and_a_later_pipeline_carries_on() {
-    settle_clock().await;
     let store = Arc::new(YieldingStore::default());
     let config = StateConfig::new().with_custom_storage(store.clone());
     let run = |input: Vec<(u64, Ev)>| {
