@@ -158,7 +158,7 @@ pub trait StatefulStreamExt: Stream {
 
     /// Joins this stream with `other` by key: each event meets every event of the other input
     /// with the same key that arrived within `window` before it (an inner join, symmetric in
-    /// time). Runs until both inputs end. See [`StatefulJoin`] for buffering and its bounds.
+    /// time). Runs until both inputs end. See [`StatefulJoin`](crate::StatefulJoin) for buffering and its bounds.
     ///
     /// ```
     /// # #[tokio::main(flavor = "current_thread")] async fn main() {
