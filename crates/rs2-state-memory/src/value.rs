@@ -9,11 +9,13 @@ pub(crate) const INLINE_VALUE: usize = 22;
 /// Keys up to this many bytes are stored inside the entry.
 pub(crate) const INLINE_KEY: usize = 22;
 
-/// An encoded value; larger ones live in a boxed slice (reused when the length is unchanged).
+/// An encoded value; larger ones live in a boxed `Vec` whose capacity is reused across writes
+/// (the box keeps the entry at one cache line; values that grow on every event, like a window's
+/// log, then cost no allocation per write).
 #[derive(Debug)]
 pub(crate) enum Value {
     Inline { len: u8, buf: [u8; INLINE_VALUE] },
-    Heap(Box<[u8]>),
+    Heap(Box<Vec<u8>>),
 }
 
 impl Value {
@@ -30,7 +32,7 @@ impl Value {
     pub fn as_slice(&self) -> &[u8] {
         match self {
             Value::Inline { len, buf } => &buf[..usize::from(*len)],
-            Value::Heap(v) => v,
+            Value::Heap(v) => v.as_slice(),
         }
     }
 
@@ -45,8 +47,11 @@ impl Value {
             };
         } else {
             match self {
-                Value::Heap(v) if v.len() == bytes.len() => v.copy_from_slice(bytes),
-                _ => *self = Value::Heap(bytes.into()),
+                Value::Heap(v) => {
+                    v.clear();
+                    v.extend_from_slice(bytes);
+                }
+                _ => *self = Value::Heap(Box::new(bytes.to_vec())),
             }
         }
     }
@@ -55,7 +60,7 @@ impl Value {
     pub fn heap_bytes(&self) -> usize {
         match self {
             Value::Inline { .. } => 0,
-            Value::Heap(v) => v.len(),
+            Value::Heap(v) => v.capacity(),
         }
     }
 }
