@@ -14,7 +14,10 @@ pub(crate) const INLINE_KEY: usize = 22;
 /// log, then cost no allocation per write).
 #[derive(Debug)]
 pub(crate) enum Value {
-    Inline { len: u8, buf: [u8; INLINE_VALUE] },
+    Inline {
+        len: u8,
+        buf: [u8; INLINE_VALUE],
+    },
     // The box is deliberate: a bare `Vec` would make `Value` 32 bytes and an entry two cache
     // lines (`an_entry_is_one_cache_line`); window logs measured 1.3 -> 1.5 M events/s with it.
     #[allow(clippy::box_collection)]
