@@ -24,6 +24,14 @@ pub(crate) struct EventKey {
 }
 
 impl EventKey {
+    fn new(storage_key: String, key_start: usize) -> Self {
+        Self {
+            storage_key,
+            key_start,
+            hash: None,
+        }
+    }
+
     pub fn user_key(&self) -> &str {
         &self.storage_key[self.key_start..]
     }
@@ -98,7 +106,7 @@ impl KeyedState {
         }
         let key = extractor.try_extract_key(event)?;
         if self.prefix.is_empty() {
-            Ok(self.unhashed(key, 0))
+            Ok(EventKey::new(key, 0))
         } else {
             self.derived_key(&key)
         }
@@ -114,15 +122,19 @@ impl KeyedState {
         storage_key.clear();
         storage_key.push_str(&self.prefix);
         storage_key.push_str(user_key);
-        Ok(self.unhashed(storage_key, self.prefix.len()))
+        Ok(EventKey::new(storage_key, self.prefix.len()))
     }
 
-    fn unhashed(&self, storage_key: String, key_start: usize) -> EventKey {
-        EventKey {
-            storage_key,
-            key_start,
-            hash: None,
-        }
+    /// Takes an event: extracts its key and starts reading the key's state.
+    pub fn begin<T, K, S>(&mut self, extractor: &K, event: T) -> StateResult<InFlight<T, Option<S>>>
+    where
+        K: KeyExtractor<T>,
+        S: DeserializeOwned + Send + 'static,
+    {
+        let mut key = self.key_of(extractor, &event)?;
+        let now = self.now();
+        let io = self.load(&mut key, now);
+        Ok(InFlight::new(event, key, now, io))
     }
 
     /// A `StateAccess` for the closure, bound to `key` (reusing the previous event's allocation
@@ -402,20 +414,6 @@ impl<T, O> InFlight<T, O> {
             }),
             Poll::Pending => Err(self),
         }
-    }
-}
-
-impl KeyedState {
-    /// Takes an event: extracts its key and starts reading the key's state.
-    pub fn begin<T, K, S>(&mut self, extractor: &K, event: T) -> StateResult<InFlight<T, Option<S>>>
-    where
-        K: KeyExtractor<T>,
-        S: DeserializeOwned + Send + 'static,
-    {
-        let mut key = self.key_of(extractor, &event)?;
-        let now = self.now();
-        let io = self.load(&mut key, now);
-        Ok(InFlight::new(event, key, now, io))
     }
 }
 
