@@ -61,3 +61,34 @@ impl rs2::state::StateStorage for FailingStore {
 fn refused(key: &str) -> rs2::state::StateError {
     rs2::state::StateError::storage_for(key, "connection refused")
 }
+
+/// A plain in-process backend: a `HashMap` behind a mutex, with the provided (process-wide)
+/// atomic `update`. Tests read and write its map directly through `.0` (to plant bytes a
+/// pipeline must not overwrite, or to look at what a pipeline stored).
+#[derive(Debug, Default)]
+pub struct MapStore(pub std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>);
+
+#[rs2::state::async_trait]
+impl rs2::state::StateStorage for MapStore {
+    async fn get(&self, key: &str) -> rs2::state::StateResult<Option<Vec<u8>>> {
+        Ok(self.0.lock().unwrap().get(key).cloned())
+    }
+    async fn set(&self, key: &str, value: &[u8]) -> rs2::state::StateResult<()> {
+        self.0
+            .lock()
+            .unwrap()
+            .insert(key.to_string(), value.to_vec());
+        Ok(())
+    }
+    async fn delete(&self, key: &str) -> rs2::state::StateResult<()> {
+        self.0.lock().unwrap().remove(key);
+        Ok(())
+    }
+    async fn exists(&self, key: &str) -> rs2::state::StateResult<bool> {
+        Ok(self.0.lock().unwrap().contains_key(key))
+    }
+    async fn clear(&self) -> rs2::state::StateResult<()> {
+        self.0.lock().unwrap().clear();
+        Ok(())
+    }
+}

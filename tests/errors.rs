@@ -4,10 +4,9 @@
 //!
 //! Every pipeline runs under a timeout so a hang fails the test instead of stalling it.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use rs2::prelude::*;
@@ -42,33 +41,7 @@ fn by_user(e: &Ev) -> String {
 }
 
 /// A well-behaved map store, shared through the config.
-#[derive(Default)]
-struct MapStore(Mutex<HashMap<String, Vec<u8>>>);
-
-#[async_trait]
-impl StateStorage for MapStore {
-    async fn get(&self, key: &str) -> StateResult<Option<Vec<u8>>> {
-        Ok(self.0.lock().unwrap().get(key).cloned())
-    }
-    async fn set(&self, key: &str, value: &[u8]) -> StateResult<()> {
-        self.0
-            .lock()
-            .unwrap()
-            .insert(key.to_string(), value.to_vec());
-        Ok(())
-    }
-    async fn delete(&self, key: &str) -> StateResult<()> {
-        self.0.lock().unwrap().remove(key);
-        Ok(())
-    }
-    async fn exists(&self, key: &str) -> StateResult<bool> {
-        Ok(self.0.lock().unwrap().contains_key(key))
-    }
-    async fn clear(&self) -> StateResult<()> {
-        self.0.lock().unwrap().clear();
-        Ok(())
-    }
-}
+use rs2_suite::MapStore;
 
 /// A backend whose every call fails (naming the key, as the `StateStorage` docs ask), and which
 /// counts the calls it got.

@@ -7,7 +7,7 @@
 use std::collections::{HashMap, VecDeque};
 use std::future::Future;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
@@ -87,33 +87,7 @@ async fn ok_windows(events: Vec<Tx>, size: usize) -> Vec<String> {
         .collect()
 }
 
-#[derive(Default)]
-struct MapStore(Mutex<HashMap<String, Vec<u8>>>);
-
-#[async_trait]
-impl StateStorage for MapStore {
-    async fn get(&self, key: &str) -> StateResult<Option<Vec<u8>>> {
-        Ok(self.0.lock().unwrap().get(key).cloned())
-    }
-    async fn set(&self, key: &str, value: &[u8]) -> StateResult<()> {
-        self.0
-            .lock()
-            .unwrap()
-            .insert(key.to_string(), value.to_vec());
-        Ok(())
-    }
-    async fn delete(&self, key: &str) -> StateResult<()> {
-        self.0.lock().unwrap().remove(key);
-        Ok(())
-    }
-    async fn exists(&self, key: &str) -> StateResult<bool> {
-        Ok(self.0.lock().unwrap().contains_key(key))
-    }
-    async fn clear(&self) -> StateResult<()> {
-        self.0.lock().unwrap().clear();
-        Ok(())
-    }
-}
+use rs2_suite::MapStore;
 
 /// A backend whose every call fails, naming the key.
 use rs2_suite::FailingStore;
