@@ -586,6 +586,45 @@ pub trait StatefulStreamExt: Stream {
             f,
         )
     }
+
+    /// [`stateful_map_rs2`](Self::stateful_map_rs2) with up to `concurrency` events of
+    /// different keys in flight at once: events of one key still run one after another, and
+    /// outputs come out in input order. Worth it when the closure awaits I/O or state lives
+    /// behind a slow backend. See [`StatefulMapPar`](crate::StatefulMapPar).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use futures::{stream, StreamExt};
+    /// use rs2_operators::StatefulStreamExt;
+    /// use rs2_state_core::{StateConfig, StateAccess};
+    ///
+    /// let counts: Vec<(String, u64)> = stream::iter(["a", "b", "a", "c"])
+    ///     .stateful_map_rs2_par(StateConfig::new(), |w: &&str| w.to_string(), 8,
+    ///         |w, state: StateAccess| async move {
+    ///             // An awaited lookup would go here; other keys proceed meanwhile.
+    ///             let n = state.update(|n: Option<u64>| n.unwrap_or(0) + 1).await.unwrap();
+    ///             (w.to_string(), n)
+    ///         })
+    ///     .collect()
+    ///     .await;
+    /// assert_eq!(counts, [("a".into(), 1), ("b".into(), 1), ("a".into(), 2), ("c".into(), 1)]);
+    /// # }
+    /// ```
+    fn stateful_map_rs2_par<K, F, Fut>(
+        self,
+        config: StateConfig,
+        key_extractor: K,
+        concurrency: usize,
+        f: F,
+    ) -> crate::StatefulMapPar<Self, K, F, Fut>
+    where
+        Self: Sized,
+        K: KeyExtractor<Self::Item>,
+        F: FnMut(Self::Item, StateAccess) -> Fut,
+        Fut: Future,
+    {
+        crate::StatefulMapPar::new(self, config, key_extractor, concurrency, f)
+    }
 }
 
 impl<S: Stream + ?Sized> StatefulStreamExt for S {}
