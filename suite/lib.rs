@@ -92,3 +92,27 @@ impl rs2::state::StateStorage for MapStore {
         Ok(())
     }
 }
+
+/// A config with room for every key the tests use, so nothing is evicted.
+pub fn roomy() -> rs2::state::StateConfig {
+    rs2::state::StateConfig::new().max_size(1_000_000)
+}
+
+/// `(ms to sleep before the item, item)` as a stream that sleeps on tokio's (paused) clock.
+pub fn timed<T: Send + 'static>(items: Vec<(u64, T)>) -> impl futures::Stream<Item = T> + Send {
+    futures::stream::unfold(items.into_iter(), |mut it| async move {
+        let (delay, item) = it.next()?;
+        if delay > 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(delay)).await;
+        }
+        Some((item, it))
+    })
+}
+
+/// `f`, failing the test if it has not finished within a day of (paused) time: a pipeline
+/// that hangs fails instead of blocking the suite.
+pub async fn no_hang<F: std::future::Future>(f: F) -> F::Output {
+    tokio::time::timeout(std::time::Duration::from_secs(24 * 3600), f)
+        .await
+        .expect("pipeline hung")
+}

@@ -7,13 +7,10 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use rs2::prelude::*;
+use rs2_suite::roomy;
 
 /// (key, how long the closure "does I/O" for, in ms)
 type Ev = (u8, u8);
-
-fn roomy() -> StateConfig {
-    StateConfig::new().max_size(1_000_000)
-}
 
 /// Each event: read the key's count, await its I/O, write count + 1; output (key, count).
 async fn run(events: Vec<Ev>, concurrency: Option<usize>) -> Vec<(u8, u64)> {

@@ -38,10 +38,6 @@ fn by_card(t: &Tx) -> String {
     t.card.clone()
 }
 
-fn roomy() -> StateConfig {
-    StateConfig::new().max_size(1_000_000)
-}
-
 /// `"a5 b1 a7"` -> transactions (a, 5), (b, 1), (a, 7).
 fn txs(spec: &str) -> Vec<Tx> {
     spec.split_whitespace()
@@ -89,6 +85,7 @@ async fn ok_windows(events: Vec<Tx>, size: usize) -> Vec<String> {
 
 use rs2_suite::MapStore;
 
+use rs2_suite::roomy;
 /// A backend whose every call fails, naming the key.
 use rs2_suite::FailingStore;
 

@@ -31,10 +31,6 @@ fn by_user(e: &Ev) -> String {
     e.user.clone()
 }
 
-fn roomy() -> StateConfig {
-    StateConfig::new().max_size(1_000_000)
-}
-
 /// `(gap_ms, user)` pairs -> a stream that waits `gap_ms` of (paused) time before each event.
 fn timed(events: Vec<(u64, &str)>) -> impl Stream<Item = Ev> {
     let events: Vec<(u64, Ev)> = events
@@ -87,6 +83,7 @@ fn f(user: &str, is_new: bool) -> (String, bool) {
     (user.to_string(), is_new)
 }
 
+use rs2_suite::roomy;
 /// A backend whose every call fails, naming the key.
 use rs2_suite::FailingStore;
 

@@ -3,13 +3,13 @@
 //! another. Time rules run under tokio's paused clock.
 
 use std::collections::HashMap;
-use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use proptest::prelude::*;
 use rs2::prelude::*;
 use rs2::state::async_trait;
+use rs2_suite::{no_hang, roomy, timed};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -27,27 +27,6 @@ fn ev(user: &str, n: u32) -> Ev {
 
 fn by_user(e: &Ev) -> String {
     e.user.clone()
-}
-
-fn roomy() -> StateConfig {
-    StateConfig::new().max_size(1_000_000)
-}
-
-async fn no_hang<F: Future>(f: F) -> F::Output {
-    tokio::time::timeout(Duration::from_secs(24 * 3600), f)
-        .await
-        .expect("pipeline hung")
-}
-
-/// `(ms to sleep before the event, event)` as a stream that sleeps on tokio's clock.
-fn timed<T: Send + 'static>(items: Vec<(u64, T)>) -> impl Stream<Item = T> + Send {
-    futures::stream::unfold(items.into_iter(), |mut it| async move {
-        let (delay, item) = it.next()?;
-        if delay > 0 {
-            tokio::time::sleep(Duration::from_millis(delay)).await;
-        }
-        Some((item, it))
-    })
 }
 
 /// The `n`s let through, and the dropped count.

@@ -13,6 +13,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use rs2::prelude::*;
 use rs2::state::async_trait;
+use rs2_suite::roomy;
 use serde::{Deserialize, Serialize};
 
 async fn no_hang<F: Future>(f: F) -> F::Output {
@@ -50,10 +51,6 @@ fn show(window: &[Ev]) -> String {
     let key = window.first().map_or("?", |e| e.key.as_str());
     let vals: Vec<String> = window.iter().map(|e| e.v.to_string()).collect();
     format!("{key}:{}", vals.join(","))
-}
-
-fn roomy() -> StateConfig {
-    StateConfig::new().max_size(1_000_000)
 }
 
 /// Runs the advanced window over `events` and renders every item.

@@ -8,16 +8,13 @@ use std::collections::HashMap;
 
 use proptest::prelude::*;
 use rs2::prelude::*;
+use rs2_suite::roomy;
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 struct Ev {
     key: String,
     amount: i64,
-}
-
-fn roomy() -> StateConfig {
-    StateConfig::new().max_size(1_000_000)
 }
 
 fn runtime() -> tokio::runtime::Runtime {
