@@ -518,3 +518,147 @@ async fn operator_writes_after_cleanup_land_in_the_store() {
     assert_eq!(feed.push(&mut out, "a").await, 2);
     assert_eq!(reader.get::<u64>().await, Some(2));
 }
+
+// ---------------------------------------------------------------------------------------------
+// In-place modify (the path window, pattern and throttle take)
+// ---------------------------------------------------------------------------------------------
+
+mod in_place {
+    use super::*;
+    use rs2::state::{LocalStorage, LocalUpdateFn, StateResult, ValueChange};
+
+    /// A `LocalStorage` that forwards everything except `modify` to an `InMemoryState`, so it runs
+    /// the trait's provided `modify` (copy in, copy out) against the same store.
+    struct ProvidedModify(InMemoryState);
+
+    impl LocalStorage for ProvidedModify {
+        fn hash_key(&self, key: &str) -> u64 {
+            self.0.hash_key(key)
+        }
+        fn read(&self, hash: u64, key: &str, now_ms: u64, f: &mut dyn FnMut(&[u8])) -> bool {
+            self.0.read(hash, key, now_ms, f)
+        }
+        fn write(&self, hash: u64, key: &str, now_ms: u64, value: &[u8]) -> StateResult<()> {
+            self.0.write(hash, key, now_ms, value)
+        }
+        fn update(
+            &self,
+            hash: u64,
+            key: &str,
+            now_ms: u64,
+            buf: &mut Vec<u8>,
+            f: &mut LocalUpdateFn<'_>,
+        ) -> StateResult<()> {
+            LocalStorage::update(&self.0, hash, key, now_ms, buf, f)
+        }
+        fn exists(&self, hash: u64, key: &str, now_ms: u64) -> bool {
+            LocalStorage::exists(&self.0, hash, key, now_ms)
+        }
+        fn remove(&self, hash: u64, key: &str) {
+            self.0.remove(hash, key)
+        }
+        fn now_ms(&self) -> u64 {
+            self.0.now_ms()
+        }
+    }
+
+    fn value_of(store: &dyn LocalStorage, key: &str) -> Option<Vec<u8>> {
+        let mut value = None;
+        store.read(store.hash_key(key), key, store.now_ms(), &mut |b| {
+            value = Some(b.to_vec())
+        });
+        value
+    }
+
+    /// Appends `extra` to `key`'s value; returns what `modify` was handed.
+    fn append(store: &dyn LocalStorage, key: &str, extra: &[u8]) -> (Vec<u8>, bool) {
+        let mut seen = None;
+        let change = store
+            .modify(
+                store.hash_key(key),
+                key,
+                store.now_ms(),
+                &mut Vec::new(),
+                &mut |bytes, existed| {
+                    seen = Some((bytes.clone(), existed));
+                    bytes.extend_from_slice(extra);
+                    Ok(ValueChange::Store)
+                },
+            )
+            .unwrap();
+        assert_eq!(change, ValueChange::Store);
+        seen.unwrap()
+    }
+
+    fn change(store: &dyn LocalStorage, key: &str, to: ValueChange) -> StateResult<ValueChange> {
+        store.modify(
+            store.hash_key(key),
+            key,
+            store.now_ms(),
+            &mut Vec::new(),
+            &mut |_, _| Ok(to),
+        )
+    }
+
+    /// Appends grow the value across the inline/heap boundary; `Keep` leaves it and does not
+    /// restart its TTL; `Store` does; an error writes nothing; `Remove` removes; an expired value
+    /// is handed over as absent.
+    async fn modify_scenario(store: &dyn LocalStorage) {
+        assert_eq!(append(store, "k", &[1; 20]), (vec![], false));
+        assert_eq!(append(store, "k", &[2; 20]), (vec![1; 20], true));
+        let grown: Vec<u8> = [[1; 20], [2; 20]].concat();
+        assert_eq!(append(store, "k", &[3]).0, grown);
+        let full: Vec<u8> = [&grown[..], &[3]].concat();
+        assert_eq!(value_of(store, "k"), Some(full.clone()));
+
+        tokio::time::advance(TTL - 2 * MS).await;
+        assert_eq!(change(store, "k", ValueChange::Keep), Ok(ValueChange::Keep));
+        let err = store.modify(
+            store.hash_key("k"),
+            "k",
+            store.now_ms(),
+            &mut Vec::new(),
+            &mut |_, _| Err(StateError::Validation("no thanks".into())),
+        );
+        assert_eq!(err, Err(StateError::Validation("no thanks".into())));
+        assert_eq!(value_of(store, "k"), Some(full));
+        tokio::time::advance(2 * MS).await;
+        // Neither `Keep` nor the failed modify restarted the TTL.
+        assert_eq!(value_of(store, "k"), None);
+        assert_eq!(append(store, "k", &[9]), (vec![], false));
+        assert_eq!(value_of(store, "k"), Some(vec![9]));
+        // `Store` on an existing key restarts its TTL.
+        tokio::time::advance(TTL - MS).await;
+        append(store, "k", &[8]);
+        tokio::time::advance(2 * MS).await;
+        assert_eq!(value_of(store, "k"), Some(vec![9, 8]));
+
+        assert_eq!(
+            change(store, "k", ValueChange::Remove),
+            Ok(ValueChange::Remove)
+        );
+        assert_eq!(value_of(store, "k"), None);
+        assert!(!store.exists(store.hash_key("k"), "k", store.now_ms()));
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn modify_edits_values_in_place_with_the_rules_of_update() {
+        modify_scenario(&InMemoryState::new(&ttl_config())).await;
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn the_provided_modify_follows_the_same_rules() {
+        modify_scenario(&ProvidedModify(InMemoryState::new(&ttl_config()))).await;
+    }
+
+    #[tokio::test]
+    async fn modify_adding_keys_keeps_max_size() {
+        let store = InMemoryState::new(&StateConfig::new().max_size(3));
+        for i in 0..10 {
+            append(&store, &format!("key-{i}"), &[i as u8; 40]);
+            assert!(store.len() <= 3, "after key {i}: {} keys", store.len());
+        }
+        assert_eq!(value_of(&store, "key-9"), Some(vec![9; 40]));
+        assert_eq!(value_of(&store, "key-0"), None);
+    }
+}

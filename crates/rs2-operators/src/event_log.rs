@@ -1,11 +1,11 @@
 //! Byte layouts for a key's list of items, made so that adding an item encodes only that item
-//! and dropping the oldest ones is a cut: the window's buffers and the pattern's last events
-//! ([`EventLog`]), and the throttle's times ([`TimeLog`]).
+//! and edits the stored bytes in place (`KeyedState::update_bytes`): the window's buffers and
+//! the pattern's last events ([`EventLog`]), and the throttle's times ([`TimeLog`]).
 //!
-//! **Event logs**: `[tag: u8][writer: u32 LE][skip: varint][count: varint][events]`, where
-//! `events` is the postcard encodings of `count` events, concatenated. An event is added by
-//! copying the stored events behind a new header and encoding the new event at the end; the
-//! oldest events are dropped by starting the copy at the byte offset where decoding them ended.
+//! **Event logs**: `[tag: u8][writer: u32 LE][skip: u64 LE][count: u64 LE][events]`, where
+//! `events` is the postcard encodings of `count` events, concatenated. The header has a fixed
+//! width so that it is patched in place: an event is added by encoding it at the end, the
+//! oldest events are dropped by cutting their bytes (found by decoding them) from the front.
 //! Events are decoded only when the operator needs them (a window to emit, a pattern to match).
 //!
 //! The header is checked on every read. The events are trusted without decoding only when the
@@ -15,6 +15,9 @@
 //! rewrites it under its own stamp. So bytes that cannot be decoded are reported on every event
 //! that reads them, as if every event decoded the whole list, and the update fails, so they are
 //! never overwritten.
+//!
+//! Every edit below either fails leaving the bytes as they were or succeeds: the one fallible
+//! edit, encoding an event, is undone by a truncation, and it comes before any other edit.
 //!
 //! **Time logs**: `[tag: u8][times: u64 LE each, ascending]`. Fixed-width entries: the times
 //! within a window are found by binary search and the others cut off, nothing decoded.
@@ -97,14 +100,14 @@ impl LogWriter {
                 self.tag
             )));
         }
-        let (stamp, rest) = rest
-            .split_first_chunk::<4>()
-            .ok_or_else(|| corrupt("event log header cut short"))?;
-        let (skip, rest) = take_varint(rest)?;
-        let (count, events) = take_varint(rest)?;
+        let short = || corrupt("event log header cut short");
+        let (stamp, rest) = rest.split_first_chunk::<4>().ok_or_else(short)?;
+        let (skip, rest) = rest.split_first_chunk::<8>().ok_or_else(short)?;
+        let (count, events) = rest.split_first_chunk::<8>().ok_or_else(short)?;
         let log = EventLog {
-            skip,
-            count: usize::try_from(count).map_err(|_| corrupt("event count out of range"))?,
+            skip: u64::from_le_bytes(*skip),
+            count: usize::try_from(u64::from_le_bytes(*count))
+                .map_err(|_| corrupt("event count out of range"))?,
             events,
         };
         if u32::from_le_bytes(*stamp) != self.stamp {
@@ -113,28 +116,40 @@ impl LogWriter {
         Ok(log)
     }
 
-    /// Writes a log to `out`: the header, `stored` (consecutive events of a log this instance
-    /// read) and `new`'s encoding at the end; `count` counts both.
-    pub fn write<T: Serialize>(
-        self,
-        out: &mut Vec<u8>,
-        skip: u64,
-        count: usize,
-        stored: &[u8],
-        new: Option<&T>,
-    ) -> Result<(), LogError> {
-        out.reserve(1 + 4 + 2 * 10 + stored.len() + 32);
-        out.push(self.tag);
-        out.extend_from_slice(&self.stamp.to_le_bytes());
-        put_varint(out, skip);
-        put_varint(out, count as u64);
-        out.extend_from_slice(stored);
-        match new {
-            Some(event) => Postcard::encode(event, out).map_err(LogError::Encode),
-            None => Ok(()),
+    /// Encodes `event` at the end of the log `bytes` (an empty `bytes` gets a header first, to
+    /// be filled by [`set_header`](Self::set_header)). On failure `bytes` is as it was.
+    pub fn append<T: Serialize>(self, bytes: &mut Vec<u8>, event: &T) -> Result<(), LogError> {
+        let len = bytes.len();
+        if len == 0 {
+            bytes.resize(HEADER, 0);
+        }
+        Postcard::encode(event, bytes).map_err(|e| {
+            bytes.truncate(len);
+            LogError::Encode(e)
+        })
+    }
+
+    /// Drops the first `n` bytes of the log's events (whole events, as decoding found them).
+    pub fn cut(self, bytes: &mut Vec<u8>, n: usize) {
+        if n > 0 && bytes.len() >= HEADER + n {
+            bytes.drain(HEADER..HEADER + n);
         }
     }
+
+    /// Writes the header of a log of `count` events with `skip` under this instance's stamp.
+    pub fn set_header(self, bytes: &mut Vec<u8>, skip: u64, count: usize) {
+        if bytes.len() < HEADER {
+            bytes.resize(HEADER, 0);
+        }
+        bytes[0] = self.tag;
+        bytes[1..5].copy_from_slice(&self.stamp.to_le_bytes());
+        bytes[5..13].copy_from_slice(&skip.to_le_bytes());
+        bytes[13..HEADER].copy_from_slice(&(count as u64).to_le_bytes());
+    }
 }
+
+/// Bytes of an event log's header.
+const HEADER: usize = 1 + 4 + 8 + 8;
 
 /// A key's list of events, as read from storage.
 pub(crate) struct EventLog<'a> {
@@ -272,40 +287,26 @@ impl<'a> TimeLog<'a> {
         start..end
     }
 
-    /// Writes the log of the times at `keep` and `now` to `out`.
-    pub fn write(&self, out: &mut Vec<u8>, keep: Range<usize>, now: u64) {
-        let at = self.partition_point(keep.clone(), |t| t <= now);
-        out.reserve(1 + 8 * (keep.len() + 1));
-        out.push(Self::TAG);
-        out.extend_from_slice(&self.times[8 * keep.start..8 * at]);
-        out.extend_from_slice(&now.to_le_bytes());
-        out.extend_from_slice(&self.times[8 * at..8 * keep.end]);
+    /// Where `now` goes among the times at `keep`, after any equal time.
+    pub fn insertion_point(&self, keep: Range<usize>, now: u64) -> usize {
+        self.partition_point(keep, |t| t <= now)
     }
 }
 
-/// Appends `n` as a LEB128 varint (postcard's encoding of a `u64`).
-fn put_varint(out: &mut Vec<u8>, mut n: u64) {
-    while n >= 0x80 {
-        out.push(n as u8 | 0x80);
-        n >>= 7;
+/// Edits the time log `bytes` (empty: no log yet) in place to hold the times at `keep` with
+/// `now` inserted at index `at` (from [`TimeLog::insertion_point`]).
+pub(crate) fn keep_times_and_insert(bytes: &mut Vec<u8>, keep: Range<usize>, at: usize, now: u64) {
+    if bytes.is_empty() {
+        bytes.push(TimeLog::TAG);
     }
-    out.push(n as u8);
-}
-
-/// Reads a LEB128 varint from the front of `bytes`.
-fn take_varint(bytes: &[u8]) -> Result<(u64, &[u8]), LogError> {
-    let mut n = 0u64;
-    for (i, &b) in bytes.iter().enumerate().take(10) {
-        let bits = u64::from(b & 0x7f);
-        if i == 9 && b > 1 {
-            break;
-        }
-        n |= bits << (7 * i);
-        if b < 0x80 {
-            return Ok((n, &bytes[i + 1..]));
-        }
+    bytes.truncate(1 + 8 * keep.end);
+    let at = 1 + 8 * at;
+    if at == bytes.len() {
+        bytes.extend_from_slice(&now.to_le_bytes());
+    } else {
+        bytes.splice(at..at, now.to_le_bytes());
     }
-    Err(corrupt("bad varint in event log header"))
+    bytes.drain(1..1 + 8 * keep.start);
 }
 
 #[cfg(test)]
@@ -316,46 +317,48 @@ mod tests {
 
     fn log_of(writer: LogWriter, skip: u64, events: &[String]) -> Vec<u8> {
         let mut out = Vec::new();
-        let mut stored = Vec::new();
         for e in events {
-            Postcard::encode(e, &mut stored).unwrap();
+            writer.append(&mut out, e).unwrap();
         }
-        writer
-            .write::<String>(&mut out, skip, events.len(), &stored, None)
-            .unwrap();
+        writer.set_header(&mut out, skip, events.len());
         out
-    }
-
-    #[test]
-    fn varints_round_trip() {
-        for n in [0, 1, 127, 128, 300, u32::MAX as u64, u64::MAX] {
-            let mut out = Vec::new();
-            put_varint(&mut out, n);
-            let mut pc = Vec::new();
-            Postcard::encode(&n, &mut pc).unwrap();
-            assert_eq!(out, pc, "postcard's encoding of {n}");
-            out.push(0xAA);
-            assert_eq!(take_varint(&out).unwrap(), (n, &[0xAA][..]));
-        }
-        assert!(take_varint(&[0x80]).is_err());
-        assert!(take_varint(&[0xff; 10]).is_err());
     }
 
     #[test]
     fn appending_and_cutting_keep_the_events() {
         let w = LogWriter::new(TAG);
         let evs: Vec<String> = ["a", "bb", "", "dddd"].map(String::from).to_vec();
-        let bytes = log_of(w, 3, &evs[..3]);
+        let mut bytes = log_of(w, 3, &evs[..3]);
         let log = w.read::<String>(Some(&bytes)).unwrap();
         assert_eq!((log.skip, log.count), (3, 3));
         // Drop the first event, append the fourth.
         let mut it = log.iter::<String>();
         assert_eq!(it.next().unwrap().unwrap(), "a");
-        let mut out = Vec::new();
-        w.write(&mut out, 0, 3, &log.events[it.offset()..], Some(&evs[3]))
-            .unwrap();
-        let log = w.read::<String>(Some(&out)).unwrap();
+        let cut = it.offset();
+        w.append(&mut bytes, &evs[3]).unwrap();
+        w.cut(&mut bytes, cut);
+        w.set_header(&mut bytes, 0, 3);
+        let log = w.read::<String>(Some(&bytes)).unwrap();
+        assert_eq!(log.skip, 0);
         assert_eq!(log.decode_all::<String>().unwrap(), evs[1..]);
+    }
+
+    #[test]
+    fn a_failed_append_leaves_the_log_as_it_was() {
+        struct Unencodable;
+        impl Serialize for Unencodable {
+            fn serialize<S: serde::Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+                Err(serde::ser::Error::custom("no"))
+            }
+        }
+        let w = LogWriter::new(TAG);
+        let mut bytes = log_of(w, 0, &["x".to_string()]);
+        let before = bytes.clone();
+        assert!(w.append(&mut bytes, &Unencodable).is_err());
+        assert_eq!(bytes, before);
+        let mut empty = Vec::new();
+        assert!(w.append(&mut empty, &Unencodable).is_err());
+        assert!(empty.is_empty());
     }
 
     #[test]
@@ -396,16 +399,19 @@ mod tests {
         let log = TimeLog::read(Some(&bytes)).unwrap();
         // now 50, window 30: 20 (30 ago) is out, 30 and 45 are in, 200 (150 ahead) is out.
         assert_eq!(log.within(50, 30), 2..4);
-        let mut out = Vec::new();
-        log.write(&mut out, 2..4, 50);
+        let mut out = bytes.clone();
+        keep_times_and_insert(&mut out, 2..4, log.insertion_point(2..4, 50), 50);
         assert_eq!(times(&out), [30, 45, 50]);
         // A time from the future within the window stays, after `now`.
         let bytes = write(&[100, 120]);
         let log = TimeLog::read(Some(&bytes)).unwrap();
         assert_eq!(log.within(110, 20), 0..2);
-        let mut out = Vec::new();
-        log.write(&mut out, 0..2, 110);
+        let mut out = bytes.clone();
+        keep_times_and_insert(&mut out, 0..2, log.insertion_point(0..2, 110), 110);
         assert_eq!(times(&out), [100, 110, 120]);
+        let mut fresh = Vec::new();
+        keep_times_and_insert(&mut fresh, 0..0, 0, 7);
+        assert_eq!(times(&fresh), [7]);
         assert_eq!(TimeLog::read(None).unwrap().len(), 0);
         assert!(TimeLog::read(Some(&bytes[..5])).is_err());
         assert!(TimeLog::read(Some(&[1, 2])).is_err());
@@ -447,8 +453,9 @@ mod tests {
                 expected.len(),
                 "{times:?} now {now} window {window}"
             );
-            let mut out = Vec::new();
-            log.write(&mut out, within, now);
+            let mut out = bytes.clone();
+            let at = log.insertion_point(within.clone(), now);
+            keep_times_and_insert(&mut out, within, at, now);
             expected.push(now);
             expected.sort_unstable();
             let back = TimeLog::read(Some(&out)).unwrap();

@@ -237,23 +237,24 @@ impl KeyedState {
         })
     }
 
-    /// Read-modify-write of the operator's own state for `key`, as bytes: `f` gets the user
-    /// key, the stored bytes (`None` if there are none, or they expired) and an empty buffer,
-    /// and says what becomes of the key with its [`Change`] (with [`Change::Store`], the
-    /// buffer's contents are stored). If `f` fails nothing is written and its error is the
-    /// result. For operators whose state is too large to decode and re-encode on every event.
+    /// Read-modify-write of the operator's own state for `key`, as bytes edited in place: `f`
+    /// gets the user key, a buffer holding the stored bytes (empty, with `false`, when there
+    /// are none or they expired), and says what becomes of the key with its [`Change`] (with
+    /// [`Change::Store`] the buffer is stored). `f` must leave the buffer as it was unless it
+    /// returns `Ok(Store)`: an in-process store hands it the stored value itself (see
+    /// `LocalStorage::modify`), so appending an event to a log costs that event, not the log.
+    /// For operators whose state is too large to decode and re-encode on every event.
     ///
-    /// In an in-process store `f` runs under the key's lock (`LocalStorage::update`), so it
-    /// gets the stored bytes without a copy. In a remote store this is `get`, `f`, then `set`
-    /// or `delete`: not atomic against other writers of the key, which is sound because an
-    /// operator is the only writer of its namespace (as with `load` then `save`).
+    /// In a remote store this is `get`, `f`, then `set` or `delete`: not atomic against other
+    /// writers of the key, which is sound because an operator is the only writer of its
+    /// namespace (as with `load` then `save`).
     ///
     /// When `f` keeps the key or fails, the key's use is recorded as by `load` (its recency for
     /// `max_size`; its TTL does not start again).
     pub fn update_bytes<R, F>(&mut self, key: &mut EventKey, now: u64, f: F) -> StateIo<R>
     where
         R: Send + 'static,
-        F: FnOnce(&str, Option<&[u8]>, &mut Vec<u8>) -> StateResult<(Change, R)> + Send + 'static,
+        F: FnOnce(&str, &mut Vec<u8>, bool) -> StateResult<(Change, R)> + Send + 'static,
     {
         if let Some(local) = self.storage.as_local() {
             let hash = *key
@@ -261,41 +262,24 @@ impl KeyedState {
                 .get_or_insert_with(|| local.hash_key(&key.storage_key));
             let user_key = &key.storage_key[key.key_start..];
             let mut f = Some(f);
-            let mut outcome = None;
-            let stored = local.update(
+            let mut out = None;
+            let result = local.modify(
                 hash,
                 &key.storage_key,
                 now,
                 &mut self.scratch,
-                &mut |current, out| {
+                &mut |bytes, existed| {
                     let f = f.take().ok_or_else(|| {
                         StateError::storage_for(user_key, "update function called twice")
                     })?;
-                    let result = f(user_key, current, out);
-                    let store = matches!(result, Ok((Change::Store, _)));
-                    outcome = Some(result);
-                    // Any error makes the store write nothing; this one is never seen.
-                    if store {
-                        Ok(())
-                    } else {
-                        Err(StateError::Storage(String::new()))
-                    }
+                    let (change, r) = f(user_key, bytes, existed)?;
+                    out = Some(r);
+                    Ok(change)
                 },
             );
-            let result = match outcome {
-                None => stored.and_then(|()| {
-                    Err(StateError::storage_for(user_key, "update function not run"))
-                }),
-                Some(Ok((Change::Store, r))) => stored.map(|()| r),
-                Some(Ok((Change::Remove, r))) => {
-                    local.remove(hash, &key.storage_key);
-                    Ok(r)
-                }
-                Some(kept) => {
-                    local.read(hash, &key.storage_key, now, &mut |_| {});
-                    kept.map(|(_, r)| r)
-                }
-            };
+            let result = result.and_then(|_| {
+                out.ok_or_else(|| StateError::storage_for(user_key, "update function not run"))
+            });
             return StateIo::ready(result);
         }
         let storage = Arc::clone(&self.storage);
@@ -307,11 +291,12 @@ impl KeyedState {
                 .get(&storage_key)
                 .await
                 .map_err(|e| e.with_key(key))?;
-            let mut out = Vec::new();
-            let (change, r) = f(key, current.as_deref(), &mut out)?;
+            let existed = current.is_some();
+            let mut bytes = current.unwrap_or_default();
+            let (change, r) = f(key, &mut bytes, existed)?;
             match change {
                 Change::Keep => Ok(()),
-                Change::Store => storage.set(&storage_key, &out).await,
+                Change::Store => storage.set(&storage_key, &bytes).await,
                 Change::Remove => storage.delete(&storage_key).await,
             }
             .map_err(|e| e.with_key(key))?;
@@ -321,15 +306,7 @@ impl KeyedState {
 }
 
 /// What an [`update_bytes`](KeyedState::update_bytes) function does with the key.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Change {
-    /// Leave the stored bytes as they are.
-    Keep,
-    /// Store the bytes the function wrote.
-    Store,
-    /// Remove the key.
-    Remove,
-}
+pub(crate) use rs2_state_core::ValueChange as Change;
 
 fn decode<S: DeserializeOwned>(key: &str, bytes: &[u8]) -> StateResult<S> {
     Postcard::decode(bytes).map_err(|e| StateError::decode_for(key, std::any::type_name::<S>(), e))

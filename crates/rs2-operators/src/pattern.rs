@@ -26,8 +26,9 @@ pin_project! {
     /// **State.** Per key, its last `pattern_size` events, in the configured storage (namespace
     /// `pattern`), written on every event; so TTL, `max_size` and custom backends apply, and a
     /// key whose events expired or were evicted starts collecting again. Each event costs one
-    /// read-modify-write of its key's events that encodes only this event: the stored bytes are
-    /// copied with the oldest event cut off and this one's encoding appended. Once the key has
+    /// read-modify-write of its key's events that encodes only this event: in an in-process
+    /// store the stored bytes are edited in place (this event's encoding appended, the oldest
+    /// event's cut from the front). Once the key has
     /// `pattern_size` events, each event also decodes the `pattern_size - 1` stored ones to
     /// hand them to the closure (`O(pattern_size)` decoding per event, none re-encoded); before
     /// that nothing is decoded, except that events this operator did not write itself (an
@@ -72,32 +73,37 @@ enum Step<T> {
     Running,
 }
 
-/// Adds `event` to the key's stored last events `current`, keeping the last `size`, and writes
-/// them to `out`; returns them once there are `size`.
+/// Adds `event` to the key's stored last events, edited in place in `bytes` (`existed`: the
+/// key had some), keeping the last `size`; returns them once there are `size`. On an error
+/// `bytes` is left as it was.
 fn push<T: Serialize + DeserializeOwned>(
     rings: LogWriter,
     size: usize,
-    current: Option<&[u8]>,
+    bytes: &mut Vec<u8>,
+    existed: bool,
     event: T,
-    out: &mut Vec<u8>,
 ) -> Result<(Change, Option<Vec<T>>), LogError> {
-    let ring = rings.read::<T>(current)?;
-    if ring.count + 1 < size {
-        rings.write(out, 0, ring.count + 1, ring.events, Some(&event))?;
+    let ring = rings.read::<T>(existed.then_some(&bytes[..]))?;
+    let count = ring.count;
+    if count + 1 < size {
+        rings.append(bytes, &event)?;
+        rings.set_header(bytes, 0, count + 1);
         return Ok((Change::Store, None));
     }
     // Drop the oldest event (more than one only if the ring was stored by an operator with a
     // larger pattern_size); decode the others for the closure.
     let mut events = ring.iter::<T>();
-    for event in events.by_ref().take(ring.count + 1 - size) {
+    for event in events.by_ref().take(count + 1 - size) {
         event?;
     }
-    let kept = &ring.events[events.offset()..];
+    let cut_bytes = events.offset();
     let mut window = Vec::with_capacity(size);
     for event in events {
         window.push(event?);
     }
-    rings.write(out, 0, size, kept, Some(&event))?;
+    rings.append(bytes, &event)?;
+    rings.cut(bytes, cut_bytes);
+    rings.set_header(bytes, 0, size);
     window.push(event);
     Ok((Change::Store, Some(window)))
 }
@@ -164,8 +170,8 @@ where
                     };
                     let now = this.pattern_state.now();
                     let (size, rings) = (*this.pattern_size, *this.rings);
-                    let update = move |key: &str, current: Option<&[u8]>, out: &mut Vec<u8>| {
-                        push(rings, size, current, event, out)
+                    let update = move |key: &str, bytes: &mut Vec<u8>, existed: bool| {
+                        push(rings, size, bytes, existed, event)
                             .map_err(|e| e.for_events::<S::Item>(key))
                     };
                     let io = this.pattern_state.update_bytes(&mut key, now, update);

@@ -11,7 +11,7 @@ use futures::Stream;
 use pin_project_lite::pin_project;
 use rs2_state_core::{KeyExtractor, StateConfig, StateError};
 
-use crate::event_log::TimeLog;
+use crate::event_log::{keep_times_and_insert, TimeLog};
 use crate::keyed::{ceil_ms, spend};
 use crate::keyed::{Change, InFlight, KeyedState, Landed};
 
@@ -33,8 +33,9 @@ pin_project! {
     /// configured storage (namespace `throttle`), written when an event is let through. So
     /// memory is bounded by the config's `max_size` keys, each holding at most `rate_limit`
     /// times. They are stored as fixed-width entries in time order: an event costs a binary
-    /// search over them and, when let through, a copy of the stored bytes with its time
-    /// inserted; nothing is decoded or re-encoded. A key whose state was evicted (`max_size`) or expired (the config's `ttl`,
+    /// search over them and, when let through, an in-place edit of the stored bytes (the
+    /// time appended, times that left the window cut from the front); nothing is decoded or
+    /// re-encoded. A key whose state was evicted (`max_size`) or expired (the config's `ttl`,
     /// counted from its last event let through) starts afresh: give the config a TTL of at
     /// least `window` and a `max_size` above the number of keys active within `window`, or a
     /// key may get more than `rate_limit` events through in a window.
@@ -174,14 +175,15 @@ where
                     let (rate_limit, window_ms) = (*this.rate_limit, *this.window_ms);
                     let io = this
                         .keyed
-                        .update_bytes(&mut key, now, move |key, current, out| {
-                            let times = TimeLog::read(current)
+                        .update_bytes(&mut key, now, move |key, bytes, existed| {
+                            let times = TimeLog::read(existed.then_some(&bytes[..]))
                                 .map_err(|e| e.for_key(key, "a throttle time log"))?;
                             let within = times.within(now, window_ms);
                             if within.len() >= rate_limit {
                                 return Ok((Change::Keep, false));
                             }
-                            times.write(out, within, now);
+                            let at = times.insertion_point(within.clone(), now);
+                            keep_times_and_insert(bytes, within, at, now);
                             Ok((Change::Store, true))
                         });
                     *this.step = Step::Updating(InFlight::new(event, key, now, io));

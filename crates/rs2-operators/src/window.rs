@@ -39,9 +39,10 @@ pin_project! {
     /// still to skip when hopping) lives in the configured storage (namespace `window`), so TTL,
     /// `max_size` and custom backends apply: a buffer that expired or was evicted starts again
     /// empty. A buffer that becomes empty is removed from storage. Each event costs one
-    /// read-modify-write of its key's buffer that encodes only this event: the stored bytes are
-    /// copied with the event's encoding appended (a copy of up to `window_size - 1` encoded
-    /// events), and the buffer's events are decoded only when they form a window. A buffer this
+    /// read-modify-write of its key's buffer that encodes only this event: in an in-process
+    /// store its encoding is appended to the stored bytes in place (a remote store gets the
+    /// whole buffer back), and the buffer's events are decoded only when they form a window.
+    /// A buffer this
     /// operator did not write itself (an earlier pipeline's, on a durable store) is decoded in
     /// full once, to check it, before it is added to. When the input ends,
     /// emitted partial windows are removed from storage; everything else (open buffers without
@@ -111,35 +112,43 @@ impl<T> Advanced<T> {
 }
 
 impl Spec {
-    /// Adds `event` to the key's stored buffer `current`, writing the new buffer to `out`.
+    /// Adds `event` to the key's stored buffer, edited in place in `bytes` (`existed`: the key
+    /// had a buffer). On an error `bytes` is left as it was.
     fn advance<T: Serialize + DeserializeOwned>(
         self,
         buffers: LogWriter,
-        current: Option<&[u8]>,
+        bytes: &mut Vec<u8>,
+        existed: bool,
         event: T,
-        out: &mut Vec<u8>,
     ) -> Result<(Change, Advanced<T>), LogError> {
-        let buf = buffers.read::<T>(current)?;
-        let was_open = buf.count > 0;
-        if buf.skip > 0 {
+        let buf = buffers.read::<T>(existed.then_some(&bytes[..]))?;
+        let (skip, count) = (buf.skip, buf.count);
+        let was_open = count > 0;
+        if skip > 0 {
             // Hopping: the event belongs to no window.
-            let change = store::<T>(buffers, out, buf.skip - 1, buf.count, buf.events, None)?;
+            let change = if skip == 1 && count == 0 {
+                Change::Remove
+            } else {
+                buffers.set_header(bytes, skip - 1, count);
+                Change::Store
+            };
             return Ok((change, Advanced::new(None, IndexChange::Unchanged)));
         }
-        if buf.count + 1 < self.size {
-            let change = store(buffers, out, 0, buf.count + 1, buf.events, Some(&event))?;
+        if count + 1 < self.size {
+            buffers.append(bytes, &event)?;
+            buffers.set_header(bytes, 0, count + 1);
             let index = if was_open {
                 IndexChange::Unchanged
             } else {
                 IndexChange::Opened
             };
-            return Ok((change, Advanced::new(None, index)));
+            return Ok((Change::Store, Advanced::new(None, index)));
         }
         // The event completes a window: the first `size` of the stored events and this one.
         // The buffer keeps these events from number `cut` on: a sliding window's last
         // `size - slide`; none of a tumbling or hopping window's (unless the buffer was stored
         // by an operator with a larger window: its excess starts the next window).
-        let (cut, skip) = if self.slide < self.size {
+        let (cut, next_skip) = if self.slide < self.size {
             (self.slide, 0)
         } else {
             (self.size, (self.slide - self.size) as u64)
@@ -149,18 +158,26 @@ impl Spec {
         for event in events.by_ref().take(cut) {
             window.push(event?);
         }
-        let kept = &buf.events[events.offset()..];
+        let cut_bytes = events.offset();
         for event in events.take(self.size - cut) {
             window.push(event?);
         }
-        let keep_event = cut <= buf.count;
-        let count = buf.count.saturating_sub(cut) + usize::from(keep_event);
-        let event_kept = keep_event.then_some(&event);
-        let change = store(buffers, out, skip, count, kept, event_kept)?;
-        if buf.count < self.size {
+        let keep_event = cut <= count;
+        let next_count = count.saturating_sub(cut) + usize::from(keep_event);
+        let change = if next_skip == 0 && next_count == 0 {
+            Change::Remove
+        } else {
+            if keep_event {
+                buffers.append(bytes, &event)?;
+            }
+            buffers.cut(bytes, cut_bytes);
+            buffers.set_header(bytes, next_skip, next_count);
+            Change::Store
+        };
+        if count < self.size {
             window.push(event);
         }
-        let index = match (was_open, count > 0) {
+        let index = match (was_open, next_count > 0) {
             (false, true) => IndexChange::Opened,
             (true, false) => IndexChange::Closed,
             _ => IndexChange::Unchanged,
@@ -169,29 +186,13 @@ impl Spec {
     }
 }
 
-/// Writes the buffer of `count` events, `stored` then `event`, with `skip` to `out`; or says to
-/// remove the key when that buffer would be empty.
-fn store<T: Serialize>(
-    buffers: LogWriter,
-    out: &mut Vec<u8>,
-    skip: u64,
-    count: usize,
-    stored: &[u8],
-    event: Option<&T>,
-) -> Result<Change, LogError> {
-    if skip == 0 && count == 0 {
-        return Ok(Change::Remove);
-    }
-    buffers.write(out, skip, count, stored, event)?;
-    Ok(Change::Store)
-}
-
 /// At end of input: takes the key's partial window (all its buffered events) out of storage.
 fn take_partial<T: DeserializeOwned>(
     buffers: LogWriter,
-    current: Option<&[u8]>,
+    bytes: &[u8],
+    existed: bool,
 ) -> Result<(Change, Advanced<T>), LogError> {
-    let buf = buffers.read::<T>(current)?;
+    let buf = buffers.read::<T>(existed.then_some(bytes))?;
     if buf.count == 0 {
         // Expired, evicted or emptied meanwhile (or only events to skip): nothing to emit.
         return Ok((Change::Keep, Advanced::new(None, IndexChange::Unchanged)));
@@ -373,12 +374,14 @@ where
                     };
                     let now = this.window_state.now();
                     let (spec, buffers) = (*this.spec, *this.buffers);
-                    let io =
-                        this.window_state
-                            .update_bytes(&mut key, now, move |key, current, out| {
-                                spec.advance(buffers, current, event, out)
-                                    .map_err(|e| e.for_events::<S::Item>(key))
-                            });
+                    let io = this.window_state.update_bytes(
+                        &mut key,
+                        now,
+                        move |key, bytes, existed| {
+                            spec.advance(buffers, bytes, existed, event)
+                                .map_err(|e| e.for_events::<S::Item>(key))
+                        },
+                    );
                     *this.step = Step::Updating { key, now, io };
                 }
                 Step::Idle => {
@@ -391,12 +394,14 @@ where
                     };
                     let now = this.window_state.now();
                     let buffers = *this.buffers;
-                    let io =
-                        this.window_state
-                            .update_bytes(&mut key, now, move |key, current, _out| {
-                                take_partial(buffers, current)
-                                    .map_err(|e| e.for_events::<S::Item>(key))
-                            });
+                    let io = this.window_state.update_bytes(
+                        &mut key,
+                        now,
+                        move |key, bytes, existed| {
+                            take_partial(buffers, bytes, existed)
+                                .map_err(|e| e.for_events::<S::Item>(key))
+                        },
+                    );
                     *this.step = Step::Updating { key, now, io };
                 }
                 Step::Updating { key, now, mut io } => {

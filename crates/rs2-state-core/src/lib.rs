@@ -17,7 +17,9 @@ pub use codec::{Codec, Postcard};
 pub use config::{StateConfig, StateConfigBuilder, StateConfigs, StateStorageType};
 pub use error::{StateError, StateResult};
 pub use key::{CustomKeyExtractor, FieldKeyExtractor, KeyExtractor};
-pub use storage::{LocalStorage, LocalUpdateFn, StateStorage, UpdateFn};
+pub use storage::{
+    LocalModifyFn, LocalStorage, LocalUpdateFn, StateStorage, UpdateFn, ValueChange,
+};
 
 /// Re-exported so backend authors implement [`StateStorage`] with the same macro version.
 pub use async_trait::async_trait;

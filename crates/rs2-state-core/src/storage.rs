@@ -111,6 +111,21 @@ fn update_lock(store: usize, key: &str) -> &'static futures::lock::Mutex<()> {
 /// writes the new value into the buffer.
 pub type LocalUpdateFn<'a> = dyn FnMut(Option<&[u8]>, &mut Vec<u8>) -> StateResult<()> + 'a;
 
+/// The in-place step of [`LocalStorage::modify`]: edits the key's value (empty, with `false`,
+/// when the key has none) and says what becomes of the key.
+pub type LocalModifyFn<'a> = dyn FnMut(&mut Vec<u8>, bool) -> StateResult<ValueChange> + 'a;
+
+/// What a [`LocalStorage::modify`] step does with the key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ValueChange {
+    /// Leave the stored value as it is.
+    Keep,
+    /// Store the edited buffer as the key's value.
+    Store,
+    /// Remove the key.
+    Remove,
+}
+
 /// Synchronous access for in-process stores (implemented by `InMemoryState`).
 ///
 /// Every call is a lock and a lookup with no async dispatch and no allocation for an existing
@@ -138,6 +153,55 @@ pub trait LocalStorage: Send + Sync {
         buf: &mut Vec<u8>,
         f: &mut LocalUpdateFn<'_>,
     ) -> StateResult<()>;
+
+    /// In-place read-modify-write, for values that grow by small edits (an append to a log):
+    /// under the key's lock, `f` gets the key's live value as a buffer it may edit (empty,
+    /// with `false`, when the key has no live value) and says with its [`ValueChange`] what
+    /// becomes of the key. With [`ValueChange::Store`] the buffer is the new value (its TTL
+    /// starts again); [`ValueChange::Keep`] records a use as [`read`](Self::read) does;
+    /// [`ValueChange::Remove`] removes the key. Returns `f`'s change, or `f`'s error.
+    ///
+    /// **`f` must leave the buffer as it found it unless it returns `Ok(Store)`**: a store may
+    /// hand `f` the stored value itself (no copy), so an edit made before returning `Keep`,
+    /// `Remove` or an error is not rolled back. `scratch` is a buffer the store may use for
+    /// values it does not keep in a growable buffer.
+    ///
+    /// The provided method runs on [`update`](Self::update), copying the value in and out;
+    /// `InMemoryState` edits a large value where it lies.
+    fn modify(
+        &self,
+        hash: u64,
+        key: &str,
+        now_ms: u64,
+        scratch: &mut Vec<u8>,
+        f: &mut LocalModifyFn<'_>,
+    ) -> StateResult<ValueChange> {
+        let mut change = None;
+        let stored = self.update(hash, key, now_ms, scratch, &mut |current, out| {
+            out.extend_from_slice(current.unwrap_or_default());
+            let c = f(out, current.is_some())?;
+            change = Some(c);
+            match c {
+                ValueChange::Store => Ok(()),
+                // Any error makes `update` write nothing; this one is never seen.
+                ValueChange::Keep | ValueChange::Remove => {
+                    Err(crate::StateError::Storage(String::new()))
+                }
+            }
+        });
+        match change {
+            None => stored.map(|()| ValueChange::Keep),
+            Some(ValueChange::Store) => stored.map(|()| ValueChange::Store),
+            Some(ValueChange::Remove) => {
+                self.remove(hash, key);
+                Ok(ValueChange::Remove)
+            }
+            Some(ValueChange::Keep) => {
+                self.read(hash, key, now_ms, &mut |_| {});
+                Ok(ValueChange::Keep)
+            }
+        }
+    }
 
     /// Whether the key has a live value.
     fn exists(&self, hash: u64, key: &str, now_ms: u64) -> bool;

@@ -1,14 +1,14 @@
 //! `InMemoryState`: a sharded hash table of values with an exact, global LRU bound.
 
-use std::collections::hash_map::RandomState;
 use std::hash::BuildHasher;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
-use hashbrown::HashTable;
+use hashbrown::{DefaultHashBuilder, HashTable};
 use rs2_state_core::{
-    async_trait, LocalStorage, LocalUpdateFn, StateConfig, StateResult, StateStorage, UpdateFn,
+    async_trait, LocalModifyFn, LocalStorage, LocalUpdateFn, StateConfig, StateResult,
+    StateStorage, UpdateFn, ValueChange,
 };
 
 use crate::clock::StateClock;
@@ -62,7 +62,10 @@ pub struct InMemoryState {
 
 struct Inner {
     shards: Box<[Mutex<HashTable<Entry>>]>,
-    hasher: RandomState,
+    /// foldhash, seeded per store: several times cheaper than SipHash on short keys (see
+    /// docs/decisions/004), with the per-process random seed that keeps crafted keys from
+    /// being aimed at one bucket.
+    hasher: DefaultHashBuilder,
     /// Recency order of every key in the table. Lock order: `recency`, then a shard. Taken
     /// only to add or remove a key, and to record a key's first use in a second.
     recency: Mutex<RecencyList>,
@@ -135,7 +138,7 @@ impl InMemoryState {
         let cleanup_interval_ms = (config.cleanup_interval.as_millis() as u64).max(1);
         let inner = Arc::new(Inner {
             shards: (0..SHARDS).map(|_| Mutex::new(HashTable::new())).collect(),
-            hasher: RandomState::new(),
+            hasher: DefaultHashBuilder::default(),
             recency: Mutex::new(RecencyList::default()),
             len: AtomicUsize::new(0),
             max_size: config.max_size.filter(|&n| n != usize::MAX),
@@ -392,6 +395,69 @@ impl LocalStorage for InMemoryState {
     ) -> StateResult<()> {
         self.inner
             .write_with(hash, key, now_ms, Computed { buf, f })
+    }
+
+    /// Edits a value longer than 22 bytes where it lies, so appending to a log of `n` bytes
+    /// costs the appended bytes, not `n`; a shorter value is edited in `scratch` and copied
+    /// back. A value edited in place keeps its allocation when it shrinks (a window's buffer
+    /// emptied by a window fills up again), so it costs the largest size it reached.
+    fn modify(
+        &self,
+        hash: u64,
+        key: &str,
+        now_ms: u64,
+        scratch: &mut Vec<u8>,
+        f: &mut LocalModifyFn<'_>,
+    ) -> StateResult<ValueChange> {
+        let inner = &self.inner;
+        let (change, touched) = {
+            let mut shard = inner.shard(hash);
+            let Some(entry) = shard.find_mut(hash, |e| e.is(key)) else {
+                drop(shard);
+                scratch.clear();
+                let change = f(scratch, false)?;
+                if change == ValueChange::Store {
+                    inner.write_with(hash, key, now_ms, Bytes(scratch))?;
+                }
+                return Ok(change);
+            };
+            let live = entry.live(now_ms);
+            let change = match &mut entry.value {
+                Value::Heap(bytes) => {
+                    if !live {
+                        // Expired: as if absent (its bytes are dead whatever `f` says).
+                        bytes.clear();
+                    }
+                    f(bytes, live)?
+                }
+                value => {
+                    scratch.clear();
+                    if live {
+                        scratch.extend_from_slice(value.as_slice());
+                    }
+                    let change = f(scratch, live)?;
+                    if change == ValueChange::Store {
+                        value.set(scratch);
+                    }
+                    change
+                }
+            };
+            let touched = match change {
+                ValueChange::Store => {
+                    entry.expires_at_ms = now_ms.saturating_add(inner.ttl_ms);
+                    entry.touch(now_ms).then_some(entry.node)
+                }
+                ValueChange::Keep if live => entry.touch(now_ms).then_some(entry.node),
+                ValueChange::Keep | ValueChange::Remove => None,
+            };
+            (change, touched)
+        };
+        if change == ValueChange::Remove {
+            self.remove(hash, key);
+        } else if let Some(node) = touched {
+            lock(&inner.recency).move_to_back(node, hash);
+        }
+        Ok(change)
     }
 
     fn exists(&self, hash: u64, key: &str, now_ms: u64) -> bool {
