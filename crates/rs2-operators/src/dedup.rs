@@ -1,7 +1,6 @@
 //! `stateful_deduplicate_rs2`: lets a key's first event through and drops its repeats for a
 //! while.
 
-use std::future::Future;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Duration;
@@ -10,7 +9,7 @@ use futures::Stream;
 use pin_project_lite::pin_project;
 use rs2_state_core::{KeyExtractor, StateConfig, StateError};
 
-use crate::keyed::{ceil_ms, spend, InFlight, KeyedState, Landed, StateIo};
+use crate::keyed::{ceil_ms, decode, replace_encoded, spend, Change, InFlight, KeyedState, Landed};
 
 pin_project! {
     /// Stream returned by
@@ -51,13 +50,9 @@ pin_project! {
 enum Step<T> {
     /// Waiting for the next event.
     Idle,
-    /// Reading the key's marker.
-    Loading(InFlight<T, Option<u64>>),
-    /// Writing the marker of an event being let through.
-    Saving {
-        event: T,
-        io: StateIo<()>,
-    },
+    /// Reading the key's marker and, if the event is let through, writing its own, in one
+    /// read-modify-write; its result says whether the event is let through.
+    Updating(InFlight<T, bool>),
     /// An argument was invalid: report it, then end.
     Invalid(StateError),
     Done,
@@ -101,47 +96,48 @@ where
                         *this.step = Step::Done;
                         return Poll::Ready(None);
                     };
-                    match this.keyed.begin(this.key_extractor, event) {
-                        Ok(load) => *this.step = Step::Loading(load),
+                    let mut key = match this.keyed.key_of(this.key_extractor, &event) {
+                        Ok(key) => key,
                         Err(err) => return Poll::Ready(Some(Err(err))),
-                    }
+                    };
+                    let now = this.keyed.now();
+                    let ttl_ms = *this.ttl_ms;
+                    let io = this
+                        .keyed
+                        .update_bytes(&mut key, now, move |key, bytes, existed| {
+                            if existed {
+                                let opened_at: u64 = decode(key, bytes)?;
+                                // `abs_diff`: a marker from the future (a durable store written
+                                // under a wall clock that has since been set back) holds for
+                                // at most `ttl` too.
+                                if now.abs_diff(opened_at) < ttl_ms {
+                                    return Ok((Change::Keep, false));
+                                }
+                            }
+                            replace_encoded(key, bytes, &now)?;
+                            Ok((Change::Store, true))
+                        });
+                    *this.step = Step::Updating(InFlight::new(event, key, now, io));
                 }
-                Step::Loading(load) => {
-                    let Landed {
-                        event,
-                        mut key,
-                        now,
-                        result,
-                    } = match load.poll(cx) {
+                Step::Updating(update) => {
+                    let Landed { event, result, .. } = match update.poll(cx) {
                         Ok(landed) => landed,
-                        Err(load) => {
-                            *this.step = Step::Loading(load);
+                        Err(update) => {
+                            *this.step = Step::Updating(update);
                             return Poll::Pending;
                         }
                     };
-                    let opened_at = match result {
-                        Ok(opened_at) => opened_at,
+                    match result {
+                        Ok(true) => return Poll::Ready(Some(Ok(event))),
                         Err(err) => return Poll::Ready(Some(Err(err))),
-                    };
-                    // `abs_diff`: a marker from the future (a durable store written under a
-                    // wall clock that has since been set back) holds for at most `ttl` too.
-                    if opened_at.is_some_and(|t| now.abs_diff(t) < *this.ttl_ms) {
                         // A repeat within the window: dropped in place.
-                        if spend(&mut budget, cx) {
-                            return Poll::Pending;
+                        Ok(false) => {
+                            if spend(&mut budget, cx) {
+                                return Poll::Pending;
+                            }
                         }
-                        continue;
                     }
-                    let io = this.keyed.save(&mut key, &now, now);
-                    *this.step = Step::Saving { event, io };
                 }
-                Step::Saving { event, mut io } => match Pin::new(&mut io).poll(cx) {
-                    Poll::Pending => {
-                        *this.step = Step::Saving { event, io };
-                        return Poll::Pending;
-                    }
-                    Poll::Ready(result) => return Poll::Ready(Some(result.map(|()| event))),
-                },
                 Step::Invalid(err) => {
                     *this.step = Step::Done;
                     return Poll::Ready(Some(Err(err)));

@@ -308,7 +308,22 @@ impl KeyedState {
 /// What an [`update_bytes`](KeyedState::update_bytes) function does with the key.
 pub(crate) use rs2_state_core::ValueChange as Change;
 
-fn decode<S: DeserializeOwned>(key: &str, bytes: &[u8]) -> StateResult<S> {
+/// Replaces `bytes` with `value`'s encoding, for an [`update_bytes`](KeyedState::update_bytes)
+/// function: on an error `bytes` is left as it was (the encoding goes after the old bytes,
+/// which are cut only once it succeeded).
+pub(crate) fn replace_encoded<S: Serialize + ?Sized>(
+    key: &str,
+    bytes: &mut Vec<u8>,
+    value: &S,
+) -> StateResult<()> {
+    let old = bytes.len();
+    encode(key, value, bytes).inspect_err(|_| bytes.truncate(old))?;
+    bytes.drain(..old);
+    Ok(())
+}
+
+/// Decodes user key `key`'s stored state.
+pub(crate) fn decode<S: DeserializeOwned>(key: &str, bytes: &[u8]) -> StateResult<S> {
     Postcard::decode(bytes).map_err(|e| StateError::decode_for(key, std::any::type_name::<S>(), e))
 }
 

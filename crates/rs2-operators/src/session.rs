@@ -10,7 +10,7 @@ use pin_project_lite::pin_project;
 use rs2_state_core::{KeyExtractor, StateAccess, StateConfig, StateError};
 use serde::{Deserialize, Serialize};
 
-use crate::keyed::{InFlight, KeyedState, Landed};
+use crate::keyed::{decode, replace_encoded, Change, InFlight, KeyedState, Landed};
 
 pin_project! {
     /// Stream returned by [`stateful_session_rs2`](crate::StatefulStreamExt::stateful_session_rs2).
@@ -58,9 +58,9 @@ struct SessionState {
 
 enum Step<T> {
     Idle,
-    Loading(InFlight<T, Option<SessionState>>),
-    /// The event (with whether it starts a session) while its key's last-seen time is saved.
-    Saving(InFlight<(T, bool), ()>),
+    /// Reading the key's last-seen time and writing this event's, in one read-modify-write;
+    /// its result says whether the event starts a session.
+    Updating(InFlight<T, bool>),
     Running,
 }
 
@@ -102,51 +102,45 @@ where
                     let Some(event) = ready!(this.stream.as_mut().poll_next(cx)) else {
                         return Poll::Ready(None);
                     };
-                    match this.session_state.begin(this.key_extractor, event) {
-                        Ok(load) => *this.step = Step::Loading(load),
+                    let mut key = match this.session_state.key_of(this.key_extractor, &event) {
+                        Ok(key) => key,
                         Err(err) => return Poll::Ready(Some(Err(err))),
-                    }
+                    };
+                    let now = this.session_state.now();
+                    let timeout_ms = *this.timeout_ms;
+                    let io = this.session_state.update_bytes(
+                        &mut key,
+                        now,
+                        move |key, bytes, existed| {
+                            let is_new = if existed {
+                                let last: SessionState = decode(key, bytes)?;
+                                now.saturating_sub(last.last_seen_ms) > timeout_ms
+                            } else {
+                                true
+                            };
+                            replace_encoded(key, bytes, &SessionState { last_seen_ms: now })?;
+                            Ok((Change::Store, is_new))
+                        },
+                    );
+                    *this.step = Step::Updating(InFlight::new(event, key, now, io));
                 }
-                Step::Loading(load) => {
+                Step::Updating(update) => {
                     let Landed {
                         event,
-                        mut key,
-                        now,
-                        result,
-                    } = match load.poll(cx) {
-                        Ok(landed) => landed,
-                        Err(load) => {
-                            *this.step = Step::Loading(load);
-                            return Poll::Pending;
-                        }
-                    };
-                    let stored = match result {
-                        Ok(stored) => stored,
-                        Err(err) => return Poll::Ready(Some(Err(err))),
-                    };
-                    let is_new = stored.is_none_or(|session| {
-                        now.saturating_sub(session.last_seen_ms) > *this.timeout_ms
-                    });
-                    let last_seen = SessionState { last_seen_ms: now };
-                    let io = this.session_state.save(&mut key, &last_seen, now);
-                    *this.step = Step::Saving(InFlight::new((event, is_new), key, now, io));
-                }
-                Step::Saving(save) => {
-                    let Landed {
-                        event: (event, is_new),
                         key,
                         now,
                         result,
-                    } = match save.poll(cx) {
+                    } = match update.poll(cx) {
                         Ok(landed) => landed,
-                        Err(save) => {
-                            *this.step = Step::Saving(save);
+                        Err(update) => {
+                            *this.step = Step::Updating(update);
                             return Poll::Pending;
                         }
                     };
-                    if let Err(err) = result {
-                        return Poll::Ready(Some(Err(err)));
-                    }
+                    let is_new = match result {
+                        Ok(is_new) => is_new,
+                        Err(err) => return Poll::Ready(Some(Err(err))),
+                    };
                     let access = match this.user_state.derived_key(key.user_key()) {
                         Ok(user_key) => this.user_state.access(user_key, now),
                         Err(err) => KeyedState::failed_access(err),
