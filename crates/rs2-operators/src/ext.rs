@@ -623,7 +623,12 @@ pub trait StatefulStreamExt: Stream {
         F: FnMut(Self::Item, StateAccess) -> Fut,
         Fut: Future,
     {
-        crate::StatefulMapPar::new(self, config, key_extractor, concurrency, f)
+        crate::KeyedPar::new(
+            self,
+            key_extractor,
+            concurrency,
+            crate::MapParStep::new(&config, f),
+        )
     }
 }
 
