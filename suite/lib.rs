@@ -116,3 +116,40 @@ pub async fn no_hang<F: std::future::Future>(f: F) -> F::Output {
         .await
         .expect("pipeline hung")
 }
+
+/// Where a test keeps an operator's state, to run the same pipeline on each kind of store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The operator's private in-memory store (`StateStorageType::InMemory`).
+    Private,
+    /// A shared `InMemoryState` as the custom store (in-process, namespaced keys).
+    SharedMemory,
+    /// A [`MapStore`] as the custom store (the remote path: every read and write awaited).
+    Remote,
+}
+
+impl Backend {
+    /// Every backend.
+    pub const ALL: [Backend; 3] = [Backend::Private, Backend::SharedMemory, Backend::Remote];
+
+    /// A [`roomy`] config on a fresh store of this kind, and the store when it is shared (to
+    /// read the state a pipeline left).
+    pub fn config(self) -> (rs2::state::StateConfig, Option<rs2::state::SharedStorage>) {
+        let store: rs2::state::SharedStorage = match self {
+            Backend::Private => return (roomy(), None),
+            Backend::SharedMemory => std::sync::Arc::new(rs2::state::InMemoryState::new(&roomy())),
+            Backend::Remote => std::sync::Arc::new(MapStore::default()),
+        };
+        (roomy().with_custom_storage(store.clone()), Some(store))
+    }
+}
+
+/// The value stored under `key` (namespace included) in `store`, decoded as `T`, or the error.
+pub async fn stored<T: serde::de::DeserializeOwned>(
+    store: &rs2::state::SharedStorage,
+    key: &str,
+) -> rs2::state::StateResult<Option<T>> {
+    let access: rs2::state::StateAccess =
+        rs2::state::StateAccess::new(store.clone(), key.to_string());
+    access.try_get().await
+}

@@ -630,6 +630,50 @@ pub trait StatefulStreamExt: Stream {
             crate::MapParStep::new(&config, f),
         )
     }
+
+    /// [`stateful_filter_rs2`](Self::stateful_filter_rs2) with up to `concurrency` events of
+    /// different keys in flight at once: events of one key still run one after another (each
+    /// sees the previous one's state writes), kept events come out in input order, and at most
+    /// `concurrency` events are taken from the input ahead of the output. `concurrency` 0 is
+    /// treated as 1. See [`StatefulFilterPar`](crate::StatefulFilterPar).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use futures::{stream, StreamExt};
+    /// use rs2_operators::StatefulStreamExt;
+    /// use rs2_state_core::{StateConfig, StateAccess};
+    ///
+    /// // Keep each key's first two events, checking up to 8 keys at once.
+    /// let kept: Vec<u32> = stream::iter([1u32, 1, 2, 1, 2])
+    ///     .stateful_filter_rs2_par(StateConfig::new(), |n: &u32| n.to_string(), 8,
+    ///         |_n, state: StateAccess| async move {
+    ///             state.update(|seen: Option<u32>| seen.unwrap_or(0) + 1).await.unwrap() <= 2
+    ///         })
+    ///     .collect()
+    ///     .await;
+    /// assert_eq!(kept, [1, 1, 2, 2]);
+    /// # }
+    /// ```
+    fn stateful_filter_rs2_par<K, F, Fut>(
+        self,
+        config: StateConfig,
+        key_extractor: K,
+        concurrency: usize,
+        f: F,
+    ) -> crate::StatefulFilterPar<Self, K, F, Fut>
+    where
+        Self: Sized,
+        K: KeyExtractor<Self::Item>,
+        F: FnMut(&Self::Item, StateAccess) -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        crate::KeyedPar::new(
+            self,
+            key_extractor,
+            concurrency,
+            crate::FilterParStep::new(&config, f),
+        )
+    }
 }
 
 impl<S: Stream + ?Sized> StatefulStreamExt for S {}
