@@ -93,6 +93,39 @@ impl rs2::state::StateStorage for MapStore {
     }
 }
 
+/// A [`MapStore`] whose every call first sleeps 1 ms on tokio's clock: a remote backend whose
+/// reads and writes are really in flight while other events run.
+#[derive(Debug, Default)]
+pub struct SlowStore(pub MapStore);
+
+async fn io_latency() {
+    tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+}
+
+#[rs2::state::async_trait]
+impl rs2::state::StateStorage for SlowStore {
+    async fn get(&self, key: &str) -> rs2::state::StateResult<Option<Vec<u8>>> {
+        io_latency().await;
+        self.0.get(key).await
+    }
+    async fn set(&self, key: &str, value: &[u8]) -> rs2::state::StateResult<()> {
+        io_latency().await;
+        self.0.set(key, value).await
+    }
+    async fn delete(&self, key: &str) -> rs2::state::StateResult<()> {
+        io_latency().await;
+        self.0.delete(key).await
+    }
+    async fn exists(&self, key: &str) -> rs2::state::StateResult<bool> {
+        io_latency().await;
+        self.0.exists(key).await
+    }
+    async fn clear(&self) -> rs2::state::StateResult<()> {
+        io_latency().await;
+        self.0.clear().await
+    }
+}
+
 /// A config with room for every key the tests use, so nothing is evicted.
 pub fn roomy() -> rs2::state::StateConfig {
     rs2::state::StateConfig::new().max_size(1_000_000)
@@ -115,4 +148,49 @@ pub async fn no_hang<F: std::future::Future>(f: F) -> F::Output {
     tokio::time::timeout(std::time::Duration::from_secs(24 * 3600), f)
         .await
         .expect("pipeline hung")
+}
+
+/// Where a test keeps an operator's state, to run the same pipeline on each kind of store.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// The operator's private in-memory store (`StateStorageType::InMemory`).
+    Private,
+    /// A shared `InMemoryState` as the custom store (in-process, namespaced keys).
+    SharedMemory,
+    /// A [`MapStore`] as the custom store (the remote path: every read and write awaited).
+    Remote,
+    /// A [`SlowStore`] as the custom store: the remote path, every call taking 1 ms.
+    SlowRemote,
+}
+
+impl Backend {
+    /// Every backend.
+    pub const ALL: [Backend; 4] = [
+        Backend::Private,
+        Backend::SharedMemory,
+        Backend::Remote,
+        Backend::SlowRemote,
+    ];
+
+    /// A [`roomy`] config on a fresh store of this kind, and the store when it is shared (to
+    /// read the state a pipeline left).
+    pub fn config(self) -> (rs2::state::StateConfig, Option<rs2::state::SharedStorage>) {
+        let store: rs2::state::SharedStorage = match self {
+            Backend::Private => return (roomy(), None),
+            Backend::SharedMemory => std::sync::Arc::new(rs2::state::InMemoryState::new(&roomy())),
+            Backend::Remote => std::sync::Arc::new(MapStore::default()),
+            Backend::SlowRemote => std::sync::Arc::new(SlowStore::default()),
+        };
+        (roomy().with_custom_storage(store.clone()), Some(store))
+    }
+}
+
+/// The value stored under `key` (namespace included) in `store`, decoded as `T`, or the error.
+pub async fn stored<T: serde::de::DeserializeOwned>(
+    store: &rs2::state::SharedStorage,
+    key: &str,
+) -> rs2::state::StateResult<Option<T>> {
+    let access: rs2::state::StateAccess =
+        rs2::state::StateAccess::new(store.clone(), key.to_string());
+    access.try_get().await
 }

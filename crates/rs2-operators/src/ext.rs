@@ -623,7 +623,146 @@ pub trait StatefulStreamExt: Stream {
         F: FnMut(Self::Item, StateAccess) -> Fut,
         Fut: Future,
     {
-        crate::StatefulMapPar::new(self, config, key_extractor, concurrency, f)
+        crate::KeyedPar::new(
+            self,
+            key_extractor,
+            concurrency,
+            crate::MapParStep::new(&config, f),
+        )
+    }
+
+    /// [`stateful_filter_rs2`](Self::stateful_filter_rs2) with up to `concurrency` events of
+    /// different keys in flight at once: events of one key still run one after another (each
+    /// sees the previous one's state writes), kept events come out in input order, and at most
+    /// `concurrency` events are taken from the input ahead of the output. `concurrency` 0 is
+    /// treated as 1. See [`StatefulFilterPar`](crate::StatefulFilterPar).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use futures::{stream, StreamExt};
+    /// use rs2_operators::StatefulStreamExt;
+    /// use rs2_state_core::{StateConfig, StateAccess};
+    ///
+    /// // Keep each key's first two events, checking up to 8 keys at once.
+    /// let kept: Vec<u32> = stream::iter([1u32, 1, 2, 1, 2])
+    ///     .stateful_filter_rs2_par(StateConfig::new(), |n: &u32| n.to_string(), 8,
+    ///         |_n, state: StateAccess| async move {
+    ///             state.update(|seen: Option<u32>| seen.unwrap_or(0) + 1).await.unwrap() <= 2
+    ///         })
+    ///     .collect()
+    ///     .await;
+    /// assert_eq!(kept, [1, 1, 2, 2]);
+    /// # }
+    /// ```
+    fn stateful_filter_rs2_par<K, F, Fut>(
+        self,
+        config: StateConfig,
+        key_extractor: K,
+        concurrency: usize,
+        f: F,
+    ) -> crate::StatefulFilterPar<Self, K, F, Fut>
+    where
+        Self: Sized,
+        K: KeyExtractor<Self::Item>,
+        F: FnMut(&Self::Item, StateAccess) -> Fut,
+        Fut: Future<Output = bool>,
+    {
+        crate::KeyedPar::new(
+            self,
+            key_extractor,
+            concurrency,
+            crate::FilterParStep::new(&config, f),
+        )
+    }
+
+    /// [`stateful_fold_rs2`](Self::stateful_fold_rs2) with up to `concurrency` events of
+    /// different keys in flight at once: events of one key still run one after another (each
+    /// loads the accumulator the previous one stored), items come out in input order, and at
+    /// most `concurrency` events are taken from the input ahead of the output. `concurrency` 0
+    /// is treated as 1. Same state and `Err` items as the sequential operator; see
+    /// [`StatefulFoldPar`](crate::StatefulFoldPar).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use futures::{stream, StreamExt};
+    /// use rs2_operators::StatefulStreamExt;
+    /// use rs2_state_core::{StateConfig, StateAccess};
+    ///
+    /// let totals: Vec<u64> = stream::iter([("a", 2u64), ("b", 5), ("a", 3)])
+    ///     .stateful_fold_rs2_par(StateConfig::new(), |e: &(&str, u64)| e.0.to_string(), 8, 0u64,
+    ///         |sum, e, _state: StateAccess| async move { sum + e.1 })
+    ///     .map(Result::unwrap)
+    ///     .collect()
+    ///     .await;
+    /// assert_eq!(totals, [2, 5, 5]);
+    /// # }
+    /// ```
+    fn stateful_fold_rs2_par<K, F, Fut, A>(
+        self,
+        config: StateConfig,
+        key_extractor: K,
+        concurrency: usize,
+        initial: A,
+        f: F,
+    ) -> crate::StatefulFoldPar<Self, K, F, Fut, A>
+    where
+        Self: Sized,
+        K: KeyExtractor<Self::Item>,
+        F: FnMut(A, Self::Item, StateAccess) -> Fut,
+        Fut: Future<Output = A>,
+        A: Clone + Serialize + DeserializeOwned + Send + 'static,
+    {
+        crate::KeyedPar::new(
+            self,
+            key_extractor,
+            concurrency,
+            crate::AccumulateParStep::new(&config, "fold", FoldSeed(initial), f),
+        )
+    }
+
+    /// [`stateful_reduce_rs2`](Self::stateful_reduce_rs2) with up to `concurrency` events of
+    /// different keys in flight at once: events of one key still run one after another (each
+    /// loads the running value the previous one stored), items come out in input order, and
+    /// at most `concurrency` events are taken from the input ahead of the output.
+    /// `concurrency` 0 is treated as 1. Same state and `Err` items as the sequential operator;
+    /// see [`StatefulReducePar`](crate::StatefulReducePar).
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use futures::{stream, StreamExt};
+    /// use rs2_operators::StatefulStreamExt;
+    /// use rs2_state_core::{StateConfig, StateAccess};
+    ///
+    /// let maxima: Vec<u32> = stream::iter([3u32, 1, 7, 2])
+    ///     .stateful_reduce_rs2_par(StateConfig::new(), |n: &u32| (n % 2).to_string(), 8,
+    ///         |best, n, _state: StateAccess| async move { best.max(n) })
+    ///     .map(Result::unwrap)
+    ///     .collect()
+    ///     .await;
+    /// // Odd numbers: 3, 3, 7; even numbers: 2.
+    /// assert_eq!(maxima, [3, 3, 7, 2]);
+    /// # }
+    /// ```
+    fn stateful_reduce_rs2_par<K, F, Fut>(
+        self,
+        config: StateConfig,
+        key_extractor: K,
+        concurrency: usize,
+        f: F,
+    ) -> crate::StatefulReducePar<Self, K, F, Fut, Self::Item>
+    where
+        Self: Sized,
+        K: KeyExtractor<Self::Item>,
+        F: FnMut(Self::Item, Self::Item, StateAccess) -> Fut,
+        Fut: Future<Output = Self::Item>,
+        Self::Item: Serialize + DeserializeOwned + Send + 'static,
+    {
+        crate::KeyedPar::new(
+            self,
+            key_extractor,
+            concurrency,
+            crate::AccumulateParStep::new(&config, "reduce", ReduceSeed, f),
+        )
     }
 }
 

@@ -215,26 +215,13 @@ impl KeyedState {
         value: &S,
         now: u64,
     ) -> StateIo<()> {
-        self.scratch.clear();
-        if let Err(err) = encode(key.user_key(), value, &mut self.scratch) {
-            return StateIo::ready(Err(err));
-        }
-        if let Some(local) = self.storage.as_local() {
-            let hash = *key
-                .hash
-                .get_or_insert_with(|| local.hash_key(&key.storage_key));
-            return StateIo::ready(local.write(hash, &key.storage_key, now, &self.scratch));
-        }
-        let storage = Arc::clone(&self.storage);
-        let storage_key = key.storage_key.clone();
-        let key_start = key.key_start;
-        let bytes = self.scratch.clone();
-        StateIo::remote(async move {
-            storage
-                .set(&storage_key, &bytes)
-                .await
-                .map_err(|e| e.with_key(&storage_key[key_start..]))
-        })
+        save_in(&self.storage, &mut self.scratch, key, value, now)
+    }
+
+    /// The store this operator's state lives in, for an event's future that saves state
+    /// after the operator handed it off (see [`save_detached`]).
+    pub fn storage(&self) -> &SharedStorage {
+        &self.storage
     }
 
     /// Read-modify-write of the operator's own state for `key`, as bytes edited in place: `f`
@@ -303,6 +290,64 @@ impl KeyedState {
             Ok(r)
         })
     }
+}
+
+/// Writes `value` as `key`'s state in `storage`, encoding into `scratch`.
+fn save_in<S: Serialize + ?Sized>(
+    storage: &SharedStorage,
+    scratch: &mut Vec<u8>,
+    key: &mut EventKey,
+    value: &S,
+    now: u64,
+) -> StateIo<()> {
+    scratch.clear();
+    if let Err(err) = encode(key.user_key(), value, scratch) {
+        return StateIo::ready(Err(err));
+    }
+    if let Some(local) = storage.as_local() {
+        let hash = *key
+            .hash
+            .get_or_insert_with(|| local.hash_key(&key.storage_key));
+        return StateIo::ready(local.write(hash, &key.storage_key, now, scratch));
+    }
+    let storage = Arc::clone(storage);
+    let storage_key = key.storage_key.clone();
+    let key_start = key.key_start;
+    let bytes = scratch.clone();
+    StateIo::remote(async move {
+        storage
+            .set(&storage_key, &bytes)
+            .await
+            .map_err(|e| e.with_key(&storage_key[key_start..]))
+    })
+}
+
+thread_local! {
+    /// Encoding buffer for [`save_detached`]: an in-process store copies the bytes, so one
+    /// buffer per thread serves every event without allocating.
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// [`KeyedState::save`] for a future that runs apart from its operator (the keyed-concurrency
+/// operators): writes `value` as `key`'s state in `storage` (from [`KeyedState::storage`]),
+/// encoding into a per-thread buffer.
+pub(crate) fn save_detached<S: Serialize + ?Sized>(
+    storage: &SharedStorage,
+    key: &mut EventKey,
+    value: &S,
+    now: u64,
+) -> StateIo<()> {
+    SCRATCH.with(|cell| match cell.try_borrow_mut() {
+        Ok(mut scratch) => {
+            let io = save_in(storage, &mut scratch, key, value, now);
+            if scratch.capacity() > 64 * 1024 {
+                *scratch = Vec::new();
+            }
+            io
+        }
+        // Re-entered (a value whose `Serialize` saves state): use a fresh buffer.
+        Err(_) => save_in(storage, &mut Vec::new(), key, value, now),
+    })
 }
 
 /// What an [`update_bytes`](KeyedState::update_bytes) function does with the key.
@@ -392,6 +437,20 @@ impl<T, O> InFlight<T, O> {
             key,
             now,
             io,
+        }
+    }
+
+    /// The finished I/O without polling: `Ok` when it was done already (an in-process store),
+    /// `Err(self)` when it is in flight.
+    pub fn try_land(self) -> Result<Landed<T, O>, Self> {
+        match self.io {
+            StateIo::Ready(Some(result)) => Ok(Landed {
+                event: self.event,
+                key: self.key,
+                now: self.now,
+                result,
+            }),
+            io => Err(Self { io, ..self }),
         }
     }
 

@@ -6,16 +6,19 @@
 #![warn(missing_docs)]
 
 mod accumulate;
+mod accumulate_par;
 mod dedup;
 mod event_log;
 mod ext;
 mod filter;
+mod filter_par;
 mod fold;
 mod group_by;
 mod join;
 mod keyed;
 mod map;
 mod map_par;
+mod par;
 mod pattern;
 mod reduce;
 mod session;
@@ -23,16 +26,19 @@ mod throttle;
 mod window;
 
 pub use accumulate::{Accumulate, Seed};
+pub use accumulate_par::{AccumulateParFut, AccumulateParResume, AccumulateParStep};
 pub use dedup::StatefulDeduplicate;
 pub use ext::StatefulStreamExt;
 pub use filter::StatefulFilter;
-pub use fold::{FoldSeed, StatefulFold};
+pub use filter_par::{FilterParFut, FilterParStep, StatefulFilterPar};
+pub use fold::{FoldSeed, StatefulFold, StatefulFoldPar};
 pub use group_by::{StatefulGroupBy, StatefulGroupByAdvanced};
 pub use join::StatefulJoin;
 pub use map::StatefulMap;
-pub use map_par::StatefulMapPar;
+pub use map_par::{MapParFut, MapParStep, StatefulMapPar};
+pub use par::{KeyedPar, ParStep, Turn};
 pub use pattern::StatefulPattern;
-pub use reduce::{ReduceSeed, StatefulReduce};
+pub use reduce::{ReduceSeed, StatefulReduce, StatefulReducePar};
 pub use session::StatefulSession;
 pub use throttle::{DroppedCounter, StatefulThrottle};
 pub use window::StatefulWindow;

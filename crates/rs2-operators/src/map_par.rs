@@ -1,177 +1,123 @@
 //! `stateful_map_rs2_par`: `stateful_map_rs2` with up to `n` events of different keys in flight.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::convert::Infallible;
 use std::future::Future;
+use std::marker::PhantomData;
 use std::pin::Pin;
-use std::task::{Context, Poll};
+use std::task::{ready, Context, Poll};
 
-use futures::stream::{Fuse, FusedStream, FuturesUnordered, StreamExt};
-use futures::Stream;
 use pin_project_lite::pin_project;
-use rs2_state_core::{KeyExtractor, StateAccess, StateConfig};
+use rs2_state_core::{StateAccess, StateConfig, StateResult};
 
-use crate::keyed::KeyedState;
+use crate::keyed::{EventKey, KeyedState};
+use crate::par::{KeyedPar, ParStart, ParStep, Turn};
 
-pin_project! {
-    /// Stream returned by
-    /// [`stateful_map_rs2_par`](crate::StatefulStreamExt::stateful_map_rs2_par).
-    ///
-    /// Like [`StatefulMap`](crate::StatefulMap), but up to `concurrency` events are in flight
-    /// at once, so a closure that awaits I/O (or state behind a slow backend) overlaps with the
-    /// closures of other keys. Guarantees:
-    /// * events of **one key** run strictly one after another, in input order (an event waits
-    ///   until the previous event of its key has finished, state writes included);
-    /// * outputs are yielded in **input order**, whatever order the closures finish in;
-    /// * at most `concurrency` events are taken from the input and not yet yielded (running,
-    ///   waiting for their key, or finished but waiting for an earlier event's output), which
-    ///   bounds memory; nothing is dropped or duplicated.
-    ///
-    /// `concurrency` 0 is treated as 1 (the sequential operator's behaviour).
-    #[must_use = "streams do nothing unless polled"]
-    pub struct StatefulMapPar<S: Stream, K, F, Fut: Future> {
-        #[pin]
-        stream: Fuse<S>,
-        running: FuturesUnordered<Tagged<Fut>>,
-        // Keys with an event running, and the events waiting behind it.
-        busy: HashMap<String, VecDeque<(u64, S::Item)>>,
-        // Finished outputs waiting for the outputs of earlier events.
-        done: BTreeMap<u64, Fut::Output>,
-        next_seq: u64,
-        next_out: u64,
-        concurrency: u64,
-        keyed: KeyedState,
-        key_extractor: K,
-        f: F,
-    }
+/// Stream returned by
+/// [`stateful_map_rs2_par`](crate::StatefulStreamExt::stateful_map_rs2_par).
+///
+/// Like [`StatefulMap`](crate::StatefulMap), but up to `concurrency` events are in flight
+/// at once, so a closure that awaits I/O (or state behind a slow backend) overlaps with the
+/// closures of other keys. Guarantees (see [`KeyedPar`]):
+/// * events of **one key** run strictly one after another, in input order (an event waits
+///   until the previous event of its key has finished, state writes included);
+/// * outputs are yielded in **input order**, whatever order the closures finish in;
+/// * at most `concurrency` events are taken from the input and not yet yielded (running,
+///   waiting for their key, or finished but waiting for an earlier event's output), which
+///   bounds memory; nothing is dropped or duplicated.
+///
+/// `concurrency` 0 is treated as 1 (the sequential operator's behaviour). As with the
+/// sequential operator, a failing key extractor or invalid config reaches the closure through
+/// its `StateAccess`.
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {
+/// use std::time::Duration;
+/// use futures::{stream, StreamExt};
+/// use rs2_operators::{StatefulMapPar, StatefulStreamExt};
+/// use rs2_state_core::{StateConfig, StateAccess};
+///
+/// // Each event awaits 10 ms of "I/O": the three keys overlap, so this takes 20 ms, not 40.
+/// let start = tokio::time::Instant::now();
+/// let lookups: StatefulMapPar<_, _, _, _> = stream::iter(["a", "b", "a", "c"])
+///     .stateful_map_rs2_par(StateConfig::new(), |k: &&str| k.to_string(), 4,
+///         |k, state: StateAccess| async move {
+///             tokio::time::sleep(Duration::from_millis(10)).await;
+///             let n = state.update(|n: Option<u32>| n.unwrap_or(0) + 1).await.unwrap();
+///             format!("{k}{n}")
+///         });
+/// assert_eq!(lookups.collect::<Vec<_>>().await, ["a1", "b1", "a2", "c1"]);
+/// assert_eq!(start.elapsed(), Duration::from_millis(20));
+/// # }
+/// ```
+pub type StatefulMapPar<S, K, F, Fut> = KeyedPar<S, K, MapParStep<F, Fut>>;
+
+/// The step of [`StatefulMapPar`]: runs the closure with the key's state (namespace `map`).
+pub struct MapParStep<F, Fut> {
+    keyed: KeyedState,
+    f: F,
+    _fut: PhantomData<fn() -> Fut>,
 }
 
-pin_project! {
-    /// A closure's future tagged with its event's sequence number and key.
-    struct Tagged<Fut> {
-        #[pin]
-        fut: Fut,
-        seq: u64,
-        key: Option<String>,
-    }
-}
-
-impl<Fut: Future> Future for Tagged<Fut> {
-    type Output = (u64, Option<String>, Fut::Output);
-
-    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let this = self.project();
-        let out = futures::ready!(this.fut.poll(cx));
-        Poll::Ready((*this.seq, this.key.take(), out))
-    }
-}
-
-impl<S: Stream, K, F, Fut: Future> StatefulMapPar<S, K, F, Fut> {
-    pub(crate) fn new(
-        stream: S,
-        config: StateConfig,
-        key_extractor: K,
-        concurrency: usize,
-        f: F,
-    ) -> Self {
+impl<F, Fut> MapParStep<F, Fut> {
+    pub(crate) fn new(config: &StateConfig, f: F) -> Self {
         Self {
-            stream: stream.fuse(),
-            running: FuturesUnordered::new(),
-            busy: HashMap::new(),
-            done: BTreeMap::new(),
-            next_seq: 0,
-            next_out: 0,
-            concurrency: concurrency.max(1) as u64,
-            keyed: KeyedState::new(&config, "map"),
-            key_extractor,
+            keyed: KeyedState::new(config, "map"),
             f,
+            _fut: PhantomData,
         }
     }
 }
 
-impl<S, K, F, Fut> Stream for StatefulMapPar<S, K, F, Fut>
+impl<T, F, Fut> ParStep<T> for MapParStep<F, Fut>
 where
-    S: Stream,
-    K: KeyExtractor<S::Item>,
-    F: FnMut(S::Item, StateAccess) -> Fut,
+    F: FnMut(T, StateAccess) -> Fut,
     Fut: Future,
 {
     type Item = Fut::Output;
+    type Resume = Infallible;
+    type Fut = MapParFut<Fut>;
+}
 
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let mut this = self.project();
-        loop {
-            if let Some(out) = this.done.remove(this.next_out) {
-                *this.next_out += 1;
-                return Poll::Ready(Some(out));
+impl<T, F, Fut> ParStart<T> for MapParStep<F, Fut>
+where
+    F: FnMut(T, StateAccess) -> Fut,
+    Fut: Future,
+{
+    fn keyed(&mut self) -> &mut KeyedState {
+        &mut self.keyed
+    }
+
+    fn start(&mut self, event: T, key: StateResult<EventKey>) -> MapParFut<Fut> {
+        let access = match key {
+            Ok(key) => {
+                let now = self.keyed.now();
+                self.keyed.access(key, now)
             }
-            // Take events while fewer than `concurrency` are outstanding.
-            while *this.next_seq - *this.next_out < *this.concurrency {
-                let Poll::Ready(Some(event)) = this.stream.as_mut().poll_next(cx) else {
-                    break;
-                };
-                let seq = *this.next_seq;
-                *this.next_seq += 1;
-                match this.keyed.key_of(this.key_extractor, &event) {
-                    Ok(key) => {
-                        let user_key = key.user_key().to_owned();
-                        if let Some(queue) = this.busy.get_mut(&user_key) {
-                            queue.push_back((seq, event));
-                            continue;
-                        }
-                        this.busy.insert(user_key.clone(), VecDeque::new());
-                        let now = this.keyed.now();
-                        let access = this.keyed.access(key, now);
-                        this.running.push(Tagged {
-                            fut: (this.f)(event, access),
-                            seq,
-                            key: Some(user_key),
-                        });
-                    }
-                    // No key: nothing to serialise against; the closure sees the error
-                    // through its access, as with the sequential operator.
-                    Err(err) => this.running.push(Tagged {
-                        fut: (this.f)(event, KeyedState::failed_access(err)),
-                        seq,
-                        key: None,
-                    }),
-                }
-            }
-            match this.running.poll_next_unpin(cx) {
-                Poll::Ready(Some((seq, key, out))) => {
-                    this.done.insert(seq, out);
-                    let Some(user_key) = key else { continue };
-                    match this.busy.get_mut(&user_key).and_then(VecDeque::pop_front) {
-                        Some((next_seq, event)) => {
-                            let access = match this.keyed.derived_key(&user_key) {
-                                Ok(key) => {
-                                    let now = this.keyed.now();
-                                    this.keyed.access(key, now)
-                                }
-                                Err(err) => KeyedState::failed_access(err),
-                            };
-                            this.running.push(Tagged {
-                                fut: (this.f)(event, access),
-                                seq: next_seq,
-                                key: Some(user_key),
-                            });
-                        }
-                        None => {
-                            this.busy.remove(&user_key);
-                        }
-                    }
-                }
-                Poll::Ready(None) | Poll::Pending => {
-                    if this.done.contains_key(this.next_out) {
-                        continue;
-                    }
-                    let finished = this.stream.is_terminated() && this.running.is_empty();
-                    return if finished && this.busy.is_empty() {
-                        Poll::Ready(None)
-                    } else {
-                        Poll::Pending
-                    };
-                }
-            }
+            Err(err) => KeyedState::failed_access(err),
+        };
+        MapParFut {
+            fut: (self.f)(event, access),
         }
+    }
+
+    fn resume(&mut self, resume: Infallible) -> MapParFut<Fut> {
+        match resume {}
+    }
+}
+
+pin_project! {
+    /// One event of [`StatefulMapPar`]: the closure's future, its output the item.
+    pub struct MapParFut<Fut> {
+        #[pin]
+        fut: Fut,
+    }
+}
+
+impl<Fut: Future> Future for MapParFut<Fut> {
+    type Output = Turn<Fut::Output, Infallible>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let out = ready!(self.project().fut.poll(cx));
+        Poll::Ready(Turn::Done(Some(out)))
     }
 }

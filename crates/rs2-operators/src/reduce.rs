@@ -1,6 +1,7 @@
 //! `stateful_reduce_rs2`: a per-key running value seeded by the key's first event.
 
 use crate::accumulate::{Accumulate, Seed};
+use crate::{AccumulateParStep, KeyedPar};
 
 /// Stream returned by [`stateful_reduce_rs2`](crate::StatefulStreamExt::stateful_reduce_rs2).
 ///
@@ -9,6 +10,34 @@ use crate::accumulate::{Accumulate, Seed};
 /// the closure, and the result is stored and yielded as `Ok`. See [`Accumulate`] for storage,
 /// expiry and error items.
 pub type StatefulReduce<S, K, F, Fut, T> = Accumulate<S, K, F, Fut, T, ReduceSeed>;
+
+/// Stream returned by
+/// [`stateful_reduce_rs2_par`](crate::StatefulStreamExt::stateful_reduce_rs2_par).
+///
+/// [`StatefulReduce`] with up to `concurrency` events in flight: events of different keys run
+/// at once, events of one key strictly one after another (each loads the running value the
+/// previous one stored), items come out in input order, and at most `concurrency` events are
+/// taken from the input and not yet yielded. `concurrency` 0 is treated as 1. Same state,
+/// namespaces (`reduce`, `reduce.user`) and `Err` items as [`StatefulReduce`]; see
+/// [`KeyedPar`].
+///
+/// ```
+/// # #[tokio::main(flavor = "current_thread")] async fn main() {
+/// use futures::{stream, StreamExt};
+/// use rs2_operators::{StatefulReducePar, StatefulStreamExt};
+/// use rs2_state_core::{StateConfig, StateAccess};
+///
+/// // Each sensor's highest reading so far.
+/// let peaks: StatefulReducePar<_, _, _, _, (char, u32)> =
+///     stream::iter([('a', 3u32), ('b', 9), ('a', 7), ('a', 5), ('b', 1)])
+///         .stateful_reduce_rs2_par(StateConfig::new(), |r: &(char, u32)| r.0.to_string(), 8,
+///             |best, r, _state: StateAccess| async move { if r.1 > best.1 { r } else { best } });
+/// let peaks: Vec<u32> = peaks.map(|r| r.unwrap().1).collect().await;
+/// assert_eq!(peaks, [3, 9, 7, 7, 9]);
+/// # }
+/// ```
+pub type StatefulReducePar<S, K, F, Fut, T> =
+    KeyedPar<S, K, AccumulateParStep<F, Fut, T, ReduceSeed>>;
 
 /// Seeds a key with its first event.
 #[derive(Debug, Clone, Copy, Default)]

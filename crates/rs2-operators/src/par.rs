@@ -1,0 +1,214 @@
+//! The engine behind the keyed-concurrency operators (`stateful_*_rs2_par`): up to `n` events
+//! in flight, one key strictly in order, outputs in input order.
+//!
+//! Each operator is a *step* ([`ParStep`]): given an event and its key, it starts a future
+//! that processes the event. The engine decides when an event may start (its key is free and
+//! fewer than `n` events are outstanding), and puts the outputs back in input order.
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use futures::stream::{Fuse, FusedStream, FuturesUnordered, StreamExt};
+use futures::Stream;
+use pin_project_lite::pin_project;
+use rs2_state_core::{KeyExtractor, StateResult};
+
+use crate::keyed::{EventKey, KeyedState};
+
+/// What a keyed-concurrency operator does with one event: the step type inside a
+/// [`KeyedPar`] ([`MapParStep`](crate::MapParStep), [`FilterParStep`](crate::FilterParStep),
+/// [`AccumulateParStep`](crate::AccumulateParStep)).
+///
+/// Only this crate's steps can drive a [`KeyedPar`]; the trait is public so that the
+/// operators' stream types can be named.
+pub trait ParStep<T> {
+    /// What the stream yields.
+    type Item;
+    /// What an event's future hands back to the step to go on (after a read from a remote
+    /// store, say, the step runs the user's closure).
+    type Resume;
+    /// The future processing one event.
+    type Fut: Future<Output = Turn<Self::Item, Self::Resume>>;
+}
+
+/// How an event's future ends.
+#[derive(Debug)]
+pub enum Turn<I, R> {
+    /// The event is finished, its key free: its output (`None`: it yields nothing).
+    Done(Option<I>),
+    /// The event needs its step again (its key stays busy): the step makes the next future.
+    Resume(R),
+}
+
+/// The step's side the engine drives (crate-private: it works on the keyed-state helper).
+pub(crate) trait ParStart<T>: ParStep<T> {
+    /// The state whose namespace the engine extracts keys in.
+    fn keyed(&mut self) -> &mut KeyedState;
+    /// Starts processing `event`, whose key is `key` (or the error that stands for it).
+    fn start(&mut self, event: T, key: StateResult<EventKey>) -> Self::Fut;
+    /// Goes on with an event whose future returned [`Turn::Resume`].
+    fn resume(&mut self, resume: Self::Resume) -> Self::Fut;
+}
+
+pin_project! {
+    /// The stream behind the keyed-concurrency operators
+    /// ([`StatefulMapPar`](crate::StatefulMapPar), [`StatefulFilterPar`](crate::StatefulFilterPar),
+    /// [`StatefulFoldPar`](crate::StatefulFoldPar), [`StatefulReducePar`](crate::StatefulReducePar)).
+    ///
+    /// Up to `concurrency` events are in flight at once, so a closure that awaits I/O (or
+    /// state behind a slow backend) overlaps with the closures of other keys. Guarantees:
+    /// * events of **one key** run strictly one after another, in input order (an event waits
+    ///   until the previous event of its key has finished, state writes included);
+    /// * outputs are yielded in **input order**, whatever order the events finish in;
+    /// * at most `concurrency` events are taken from the input and not yet yielded or dropped
+    ///   (running, waiting for their key, or finished but waiting for an earlier event's
+    ///   output), which bounds memory; nothing is lost or duplicated.
+    ///
+    /// `concurrency` 0 is treated as 1 (the sequential operator's behaviour). An event whose
+    /// key cannot be extracted (or any event, when the config is invalid) is not serialised
+    /// against anything and is handled as the sequential operator handles it.
+    #[must_use = "streams do nothing unless polled"]
+    pub struct KeyedPar<S: Stream, K, St: ParStep<S::Item>> {
+        #[pin]
+        stream: Fuse<S>,
+        running: FuturesUnordered<Tagged<St::Fut>>,
+        // Keys with an event running, and the events waiting behind it.
+        busy: HashMap<String, VecDeque<(u64, S::Item)>>,
+        // Finished outputs waiting for the outputs of earlier events.
+        done: BTreeMap<u64, Option<St::Item>>,
+        next_seq: u64,
+        next_out: u64,
+        concurrency: u64,
+        key_extractor: K,
+        step: St,
+    }
+}
+
+pin_project! {
+    /// An event's future tagged with its sequence number and key.
+    struct Tagged<Fut> {
+        #[pin]
+        fut: Fut,
+        seq: u64,
+        key: Option<String>,
+    }
+}
+
+impl<Fut: Future> Future for Tagged<Fut> {
+    type Output = (u64, Option<String>, Fut::Output);
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.project();
+        let out = futures::ready!(this.fut.poll(cx));
+        Poll::Ready((*this.seq, this.key.take(), out))
+    }
+}
+
+impl<S: Stream, K, St: ParStep<S::Item>> KeyedPar<S, K, St> {
+    pub(crate) fn new(stream: S, key_extractor: K, concurrency: usize, step: St) -> Self {
+        Self {
+            stream: stream.fuse(),
+            running: FuturesUnordered::new(),
+            busy: HashMap::new(),
+            done: BTreeMap::new(),
+            next_seq: 0,
+            next_out: 0,
+            concurrency: concurrency.max(1) as u64,
+            key_extractor,
+            step,
+        }
+    }
+}
+
+impl<S, K, St> Stream for KeyedPar<S, K, St>
+where
+    S: Stream,
+    K: KeyExtractor<S::Item>,
+    St: ParStart<S::Item>,
+{
+    type Item = St::Item;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let mut this = self.project();
+        loop {
+            if let Some(out) = this.done.remove(this.next_out) {
+                *this.next_out += 1;
+                match out {
+                    Some(item) => return Poll::Ready(Some(item)),
+                    None => continue,
+                }
+            }
+            // Take events while fewer than `concurrency` are outstanding.
+            while *this.next_seq - *this.next_out < *this.concurrency {
+                let Poll::Ready(Some(event)) = this.stream.as_mut().poll_next(cx) else {
+                    break;
+                };
+                let seq = *this.next_seq;
+                *this.next_seq += 1;
+                let key = match this.step.keyed().key_of(this.key_extractor, &event) {
+                    Ok(key) => key,
+                    // No key: nothing to serialise against.
+                    Err(err) => {
+                        let fut = this.step.start(event, Err(err));
+                        this.running.push(Tagged {
+                            fut,
+                            seq,
+                            key: None,
+                        });
+                        continue;
+                    }
+                };
+                let user_key = key.user_key().to_owned();
+                if let Some(queue) = this.busy.get_mut(&user_key) {
+                    queue.push_back((seq, event));
+                    continue;
+                }
+                this.busy.insert(user_key.clone(), VecDeque::new());
+                let fut = this.step.start(event, Ok(key));
+                this.running.push(Tagged {
+                    fut,
+                    seq,
+                    key: Some(user_key),
+                });
+            }
+            match this.running.poll_next_unpin(cx) {
+                Poll::Ready(Some((seq, key, Turn::Resume(resume)))) => {
+                    let fut = this.step.resume(resume);
+                    this.running.push(Tagged { fut, seq, key });
+                }
+                Poll::Ready(Some((seq, key, Turn::Done(out)))) => {
+                    this.done.insert(seq, out);
+                    let Some(user_key) = key else { continue };
+                    // The key is free: start its next event, if one waits.
+                    match this.busy.get_mut(&user_key).and_then(VecDeque::pop_front) {
+                        Some((next_seq, event)) => {
+                            let key = this.step.keyed().derived_key(&user_key);
+                            let fut = this.step.start(event, key);
+                            this.running.push(Tagged {
+                                fut,
+                                seq: next_seq,
+                                key: Some(user_key),
+                            });
+                        }
+                        None => {
+                            this.busy.remove(&user_key);
+                        }
+                    }
+                }
+                Poll::Ready(None) | Poll::Pending => {
+                    if this.done.contains_key(this.next_out) {
+                        continue;
+                    }
+                    let finished = this.stream.is_terminated() && this.running.is_empty();
+                    return if finished && this.busy.is_empty() {
+                        Poll::Ready(None)
+                    } else {
+                        Poll::Pending
+                    };
+                }
+            }
+        }
+    }
+}
