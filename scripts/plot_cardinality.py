@@ -99,7 +99,8 @@ def markdown(series, keys: list[int]) -> str:
     head = ["operator", *[f"{fmt_keys(k)} keys" for k in keys], "worst ÷ 10k-key rate"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     for (op, mode), rates in ordered(series):
-        cells = [label(op, mode)]
+        # Code in backticks (and `<...>` kept out of Markdown's HTML).
+        cells = [re.sub(r"(stateful_\w+|HashMap<[^>]*>)", r"`\1`", label(op, mode))]
         cells += [fmt_rate(rates[k]) if k in rates else "—" for k in keys]
         ref = rates.get(REFERENCE_KEYS)
         if ref:
