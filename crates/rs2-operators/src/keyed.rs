@@ -1,9 +1,11 @@
 //! The one keyed-state helper every operator uses: storage choice, key namespacing, the clock,
 //! codec-typed loads and saves, and `StateAccess` recycling.
 
+use std::collections::hash_map::RandomState;
 use std::future::Future;
+use std::hash::BuildHasher;
 use std::pin::Pin;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use rs2_state_core::{
@@ -109,6 +111,21 @@ impl KeyedState {
             Ok(EventKey::new(key, 0))
         } else {
             self.derived_key(&key)
+        }
+    }
+
+    /// A hash of `key` that tells keys of this namespace apart (two keys may share one, rarely):
+    /// the in-process store's hash, which its reads and writes then reuse, else SipHash.
+    pub fn key_hash(&self, key: &mut EventKey) -> u64 {
+        match self.storage.as_local() {
+            Some(local) => *key
+                .hash
+                .get_or_insert_with(|| local.hash_key(&key.storage_key)),
+            None => {
+                static SEED: OnceLock<RandomState> = OnceLock::new();
+                SEED.get_or_init(RandomState::new)
+                    .hash_one(&key.storage_key)
+            }
         }
     }
 

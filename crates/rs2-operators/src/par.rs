@@ -5,8 +5,9 @@
 //! that processes the event. The engine decides when an event may start (its key is free and
 //! fewer than `n` events are outstanding), and puts the outputs back in input order.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::future::Future;
+use std::hash::{BuildHasherDefault, Hasher};
 use std::pin::Pin;
 use std::task::{Context, Poll};
 
@@ -74,10 +75,13 @@ pin_project! {
         #[pin]
         stream: Fuse<S>,
         running: FuturesUnordered<Tagged<St::Fut>>,
-        // Keys with an event running, and the events waiting behind it.
-        busy: HashMap<String, VecDeque<(u64, S::Item)>>,
+        // Keys with an event running (by `KeyedState::key_hash`: two keys sharing a hash are
+        // only serialised, never mixed up, since each waiting event keeps its own key), and
+        // the events waiting behind it.
+        busy: HashMap<u64, VecDeque<(u64, S::Item, EventKey)>, BuildHasherDefault<KeyHashHasher>>,
         // Finished outputs waiting for the outputs of earlier events.
-        done: BTreeMap<u64, Option<St::Item>>,
+        // `done[i]` is the event `next_out + i` once it finished (`Some(None)`: without an output).
+        done: VecDeque<Option<Option<St::Item>>>,
         next_seq: u64,
         next_out: u64,
         concurrency: u64,
@@ -92,12 +96,30 @@ pin_project! {
         #[pin]
         fut: Fut,
         seq: u64,
-        key: Option<String>,
+        key: Option<u64>,
+    }
+}
+
+/// The `busy` map's keys are already hashes.
+#[derive(Default)]
+struct KeyHashHasher(u64);
+
+impl Hasher for KeyHashHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.0 = self.0.rotate_left(8) ^ u64::from(b);
+        }
+    }
+    fn write_u64(&mut self, n: u64) {
+        self.0 = n;
     }
 }
 
 impl<Fut: Future> Future for Tagged<Fut> {
-    type Output = (u64, Option<String>, Fut::Output);
+    type Output = (u64, Option<u64>, Fut::Output);
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
@@ -111,8 +133,8 @@ impl<S: Stream, K, St: ParStep<S::Item>> KeyedPar<S, K, St> {
         Self {
             stream: stream.fuse(),
             running: FuturesUnordered::new(),
-            busy: HashMap::new(),
-            done: BTreeMap::new(),
+            busy: HashMap::default(),
+            done: VecDeque::new(),
             next_seq: 0,
             next_out: 0,
             concurrency: concurrency.max(1) as u64,
@@ -133,7 +155,8 @@ where
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let mut this = self.project();
         loop {
-            if let Some(out) = this.done.remove(this.next_out) {
+            if let Some(Some(_)) = this.done.front() {
+                let out = this.done.pop_front().flatten().flatten();
                 *this.next_out += 1;
                 match out {
                     Some(item) => return Poll::Ready(Some(item)),
@@ -147,7 +170,7 @@ where
                 };
                 let seq = *this.next_seq;
                 *this.next_seq += 1;
-                let key = match this.step.keyed().key_of(this.key_extractor, &event) {
+                let mut key = match this.step.keyed().key_of(this.key_extractor, &event) {
                     Ok(key) => key,
                     // No key: nothing to serialise against.
                     Err(err) => {
@@ -160,17 +183,17 @@ where
                         continue;
                     }
                 };
-                let user_key = key.user_key().to_owned();
-                if let Some(queue) = this.busy.get_mut(&user_key) {
-                    queue.push_back((seq, event));
+                let hash = this.step.keyed().key_hash(&mut key);
+                if let Some(queue) = this.busy.get_mut(&hash) {
+                    queue.push_back((seq, event, key));
                     continue;
                 }
-                this.busy.insert(user_key.clone(), VecDeque::new());
+                this.busy.insert(hash, VecDeque::new());
                 let fut = this.step.start(event, Ok(key));
                 this.running.push(Tagged {
                     fut,
                     seq,
-                    key: Some(user_key),
+                    key: Some(hash),
                 });
             }
             match this.running.poll_next_unpin(cx) {
@@ -179,26 +202,29 @@ where
                     this.running.push(Tagged { fut, seq, key });
                 }
                 Poll::Ready(Some((seq, key, Turn::Done(out)))) => {
-                    this.done.insert(seq, out);
-                    let Some(user_key) = key else { continue };
+                    let at = (seq - *this.next_out) as usize;
+                    if this.done.len() <= at {
+                        this.done.resize_with(at + 1, || None);
+                    }
+                    this.done[at] = Some(out);
+                    let Some(hash) = key else { continue };
                     // The key is free: start its next event, if one waits.
-                    match this.busy.get_mut(&user_key).and_then(VecDeque::pop_front) {
-                        Some((next_seq, event)) => {
-                            let key = this.step.keyed().derived_key(&user_key);
-                            let fut = this.step.start(event, key);
+                    match this.busy.get_mut(&hash).and_then(VecDeque::pop_front) {
+                        Some((next_seq, event, key)) => {
+                            let fut = this.step.start(event, Ok(key));
                             this.running.push(Tagged {
                                 fut,
                                 seq: next_seq,
-                                key: Some(user_key),
+                                key: Some(hash),
                             });
                         }
                         None => {
-                            this.busy.remove(&user_key);
+                            this.busy.remove(&hash);
                         }
                     }
                 }
                 Poll::Ready(None) | Poll::Pending => {
-                    if this.done.contains_key(this.next_out) {
+                    if let Some(Some(_)) = this.done.front() {
                         continue;
                     }
                     let finished = this.stream.is_terminated() && this.running.is_empty();
