@@ -1,0 +1,392 @@
+//! The state behind [`StatefulGroupBy`](super::StatefulGroupBy): the index of open groups,
+//! their storage entries (chunks of up to [`GROUP_CHUNK`] events), and the steps that take an
+//! event in or read a closed group back. The stream itself (input, timer, closure) is in
+//! `group_by.rs`.
+
+use std::collections::{BTreeMap, HashMap};
+use std::fmt::Write as _;
+use std::future::Future;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use rs2_state_core::{StateError, StateResult};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
+use crate::keyed::{EventKey, KeyedState, StateIo};
+
+/// Events per storage entry of a group buffer: appending an event reads and writes at most
+/// this many, so a long group costs O(1) per event, not O(group).
+pub(crate) const GROUP_CHUNK: usize = 64;
+
+/// The stream's state apart from the input, the closure's future and the timer.
+pub(super) struct Core<T> {
+    pub(super) groups: KeyedState,
+    pub(super) user_state: KeyedState,
+    pub(super) index: OpenGroups,
+    /// An event taken from the input that waits for a group to be emitted first.
+    pub(super) parked: Option<(T, String)>,
+    /// The previous event's key (kept only with `emit_on_key_change`).
+    pub(super) prev_key: Option<String>,
+    pub(super) max_group_size: Option<usize>,
+    pub(super) emit_on_key_change: bool,
+    /// A group is due this long after its first event: `group_timeout` or the storage-TTL
+    /// guard, whichever is shorter.
+    pub(super) due_after_ms: u64,
+    pub(super) max_entries: Option<usize>,
+    pub(super) input_done: bool,
+    /// The deadline the timer is set for.
+    pub(super) armed_for: Option<u64>,
+    /// Buffer for building chunk keys.
+    pub(super) key_buf: String,
+}
+
+/// Open groups: by key, and in the order they were opened (which is also deadline order).
+#[derive(Default)]
+pub(super) struct OpenGroups {
+    pub(super) by_key: HashMap<String, OpenGroup>,
+    pub(super) order: BTreeMap<u64, String>,
+    pub(super) next_seq: u64,
+    /// Storage entries held by all open groups.
+    pub(super) entries: usize,
+}
+
+pub(super) struct OpenGroup {
+    pub(super) seq: u64,
+    pub(super) opened_at: u64,
+    pub(super) len: usize,
+}
+
+pub(super) fn chunks(len: usize) -> usize {
+    len.div_ceil(GROUP_CHUNK)
+}
+
+impl OpenGroups {
+    pub(super) fn len_of(&self, key: &str) -> Option<usize> {
+        self.by_key.get(key).map(|g| g.len)
+    }
+
+    pub(super) fn contains(&self, key: &str) -> bool {
+        self.by_key.contains_key(key)
+    }
+
+    /// The oldest open group: its key and the time of its first event.
+    pub(super) fn front(&self) -> Option<(&str, u64)> {
+        let (_, key) = self.order.first_key_value()?;
+        let group = self.by_key.get(key)?;
+        Some((key.as_str(), group.opened_at))
+    }
+
+    pub(super) fn open(&mut self, key: String, opened_at: u64) {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        self.order.insert(seq, key.clone());
+        self.by_key.insert(
+            key,
+            OpenGroup {
+                seq,
+                opened_at,
+                len: 1,
+            },
+        );
+        self.entries += 1;
+    }
+
+    pub(super) fn grow(&mut self, key: &str) {
+        if let Some(group) = self.by_key.get_mut(key) {
+            self.entries += chunks(group.len + 1) - chunks(group.len);
+            group.len += 1;
+        }
+    }
+
+    /// Closes `key`'s group; returns its length.
+    pub(super) fn close(&mut self, key: &str) -> Option<usize> {
+        let group = self.by_key.remove(key)?;
+        self.order.remove(&group.seq);
+        self.entries -= chunks(group.len);
+        Some(group.len)
+    }
+}
+
+pub(super) enum Step<T> {
+    /// Between events.
+    Idle,
+    /// Reading the tail entry of `key`'s open group (of `len` events) to append `event`.
+    Appending {
+        event: T,
+        key: String,
+        chunk_key: EventKey,
+        len: usize,
+        now: u64,
+        io: StateIo<Option<Vec<T>>>,
+    },
+    /// Writing an entry of `key`'s group with a new event in it.
+    Saving {
+        key: String,
+        new_group: bool,
+        now: u64,
+        io: StateIo<()>,
+    },
+    /// Reading back (and removing) a closed group's entries.
+    Emitting(Emission<T>),
+    /// The closure's future is running (in `pending`).
+    Running,
+    /// An argument was invalid: report it, then end.
+    Invalid(StateError),
+    Done,
+}
+
+/// A closed group being read back from storage.
+pub(super) struct Emission<T> {
+    pub(super) key: String,
+    /// Events in the group.
+    pub(super) len: usize,
+    /// Entries `0..load` are read back, entries `0..remove` removed.
+    pub(super) load: usize,
+    pub(super) remove: usize,
+    pub(super) next: usize,
+    pub(super) removed: usize,
+    pub(super) events: Vec<T>,
+    /// Events already in hand, after the stored ones (the entry an event just completed).
+    pub(super) tail: Option<Vec<T>>,
+    pub(super) error: Option<StateError>,
+    pub(super) io: EmitIo<T>,
+}
+
+pub(super) enum EmitIo<T> {
+    Idle,
+    Load(StateIo<Option<Vec<T>>>),
+    Remove(StateIo<()>),
+}
+
+impl<T> Emission<T> {
+    /// The whole of a group whose entries are all in storage.
+    pub(super) fn stored(key: String, len: usize) -> Self {
+        Self::new(key, len, chunks(len), chunks(len), None)
+    }
+
+    pub(super) fn new(
+        key: String,
+        len: usize,
+        load: usize,
+        remove: usize,
+        tail: Option<Vec<T>>,
+    ) -> Self {
+        Self {
+            key,
+            len,
+            load,
+            remove,
+            next: 0,
+            removed: 0,
+            events: Vec::new(),
+            tail,
+            error: None,
+            io: EmitIo::Idle,
+        }
+    }
+}
+
+/// `err` while reading back `key`'s group of `len` events: the group is lost, say so.
+pub(super) fn group_lost(err: StateError, key: &str, len: usize) -> StateError {
+    let what = format!("key '{key}': group of {len} event(s) could not be read back and is lost");
+    match err {
+        StateError::Storage(msg) => StateError::Storage(format!("{what}: {msg}")),
+        StateError::Serialization(msg) => StateError::Serialization(format!("{what}: {msg}")),
+        other => other,
+    }
+}
+
+/// `err` while taking an event of `key` in: the event is not in any group, say so.
+pub(super) fn event_not_grouped(err: StateError, key: &str) -> StateError {
+    let what = format!("key '{key}': event not added to its group");
+    match err {
+        StateError::Storage(msg) => StateError::Storage(format!("{what}: {msg}")),
+        StateError::Serialization(msg) => StateError::Serialization(format!("{what}: {msg}")),
+        other => other,
+    }
+}
+
+pub(super) fn group_missing(key: &str, len: usize, chunk: usize) -> StateError {
+    StateError::Storage(format!(
+        "key '{key}': group of {len} event(s) is lost: its storage entry '{key}#{chunk}' \
+         expired or was evicted before the group was emitted (the store's TTL or max_size is \
+         smaller than the group's life, or another writer removed it)"
+    ))
+}
+
+/// The user's key of an extracted key (drops the namespace in place).
+pub(super) fn into_user_key(key: EventKey) -> String {
+    let mut s = key.storage_key;
+    s.drain(..key.key_start);
+    s
+}
+
+impl<T> Core<T>
+where
+    T: Serialize + DeserializeOwned + Send + 'static,
+{
+    /// The storage key of `key`'s entry `chunk`: `{key}#{chunk}` (unambiguous: the chunk
+    /// number has no `#`, so the last `#` always separates it).
+    pub(super) fn chunk_key(&mut self, key: &str, chunk: usize) -> StateResult<EventKey> {
+        self.key_buf.clear();
+        self.key_buf.push_str(key);
+        let _ = write!(self.key_buf, "#{chunk}");
+        self.groups.derived_key(&self.key_buf)
+    }
+
+    pub(super) fn completes(&self, len: usize) -> bool {
+        self.max_group_size.is_some_and(|max| len >= max)
+    }
+
+    /// Whether one more storage entry would exceed `max_size`.
+    pub(super) fn full(&self) -> bool {
+        self.max_entries
+            .is_some_and(|max| self.index.entries.saturating_add(1) > max)
+    }
+
+    /// Closes the oldest open group and starts emitting it.
+    pub(super) fn emit_oldest(&mut self) -> Option<Step<T>> {
+        let key = self.index.front()?.0.to_owned();
+        let len = self.index.close(&key)?;
+        Some(Step::Emitting(Emission::stored(key, len)))
+    }
+
+    /// The oldest open group if it is due at `now`.
+    pub(super) fn due(&self, now: u64) -> bool {
+        self.index
+            .front()
+            .is_some_and(|(_, opened_at)| now >= opened_at.saturating_add(self.due_after_ms))
+    }
+
+    pub(super) fn next_deadline(&self) -> Option<u64> {
+        self.index
+            .front()
+            .map(|(_, opened_at)| opened_at.saturating_add(self.due_after_ms))
+    }
+
+    /// Takes `event` of `key` in (the key-change rule already applied).
+    pub(super) fn route(&mut self, event: T, key: String, now: u64) -> StateResult<Step<T>> {
+        match self.index.len_of(&key) {
+            Some(len) if len % GROUP_CHUNK != 0 => {
+                // Append to the group's tail entry.
+                let mut chunk_key = self.chunk_key(&key, len / GROUP_CHUNK)?;
+                let io = self.groups.load(&mut chunk_key, now);
+                Ok(Step::Appending {
+                    event,
+                    key,
+                    chunk_key,
+                    len,
+                    now,
+                    io,
+                })
+            }
+            Some(len) => {
+                // The event starts a new entry of an open group.
+                let tail = len / GROUP_CHUNK;
+                if self.completes(len + 1) {
+                    self.index.close(&key);
+                    let em = Emission::new(key, len + 1, tail, tail, Some(vec![event]));
+                    return Ok(Step::Emitting(em));
+                }
+                if self.full() {
+                    self.parked = Some((event, key));
+                    return Ok(self.emit_oldest().unwrap_or(Step::Idle));
+                }
+                self.save_entry(key, tail, &[event], false, now)
+            }
+            None => {
+                if self.completes(1) {
+                    return Ok(Step::Emitting(Emission::new(
+                        key,
+                        1,
+                        0,
+                        0,
+                        Some(vec![event]),
+                    )));
+                }
+                if self.full() {
+                    self.parked = Some((event, key));
+                    return Ok(self.emit_oldest().unwrap_or(Step::Idle));
+                }
+                self.save_entry(key, 0, &[event], true, now)
+            }
+        }
+    }
+
+    pub(super) fn save_entry(
+        &mut self,
+        key: String,
+        chunk: usize,
+        events: &[T],
+        new_group: bool,
+        now: u64,
+    ) -> StateResult<Step<T>> {
+        let mut chunk_key = self.chunk_key(&key, chunk)?;
+        let io = self.groups.save(&mut chunk_key, events, now);
+        Ok(Step::Saving {
+            key,
+            new_group,
+            now,
+            io,
+        })
+    }
+
+    /// Reads back (then removes) an emission's entries.
+    pub(super) fn poll_emission(&mut self, em: &mut Emission<T>, cx: &mut Context<'_>) -> Poll<()> {
+        loop {
+            match &mut em.io {
+                EmitIo::Idle => {
+                    if em.error.is_none() && em.next < em.load {
+                        match self.chunk_key(&em.key, em.next) {
+                            Ok(mut chunk_key) => {
+                                let now = self.groups.now();
+                                let io = self.groups.load(&mut chunk_key, now);
+                                em.io = EmitIo::Load(io);
+                            }
+                            Err(err) => em.error = Some(group_lost(err, &em.key, em.len)),
+                        }
+                    } else if em.removed < em.remove {
+                        match self.chunk_key(&em.key, em.removed) {
+                            Ok(mut chunk_key) => {
+                                em.io = EmitIo::Remove(self.groups.remove(&mut chunk_key));
+                            }
+                            Err(_) => em.removed = em.remove,
+                        }
+                    } else {
+                        return Poll::Ready(());
+                    }
+                }
+                EmitIo::Load(io) => {
+                    let result = match Pin::new(io).poll(cx) {
+                        Poll::Pending => return Poll::Pending,
+                        Poll::Ready(result) => result,
+                    };
+                    em.io = EmitIo::Idle;
+                    match result {
+                        Ok(Some(mut chunk)) if em.events.is_empty() => {
+                            std::mem::swap(&mut em.events, &mut chunk);
+                            em.next += 1;
+                        }
+                        Ok(Some(chunk)) => {
+                            em.events.extend(chunk);
+                            em.next += 1;
+                        }
+                        Ok(None) => em.error = Some(group_missing(&em.key, em.len, em.next)),
+                        Err(err) => em.error = Some(group_lost(err, &em.key, em.len)),
+                    }
+                }
+                EmitIo::Remove(io) => {
+                    // A failed removal loses nothing: the entry is overwritten before it is
+                    // read again (a new group writes its entries before reading them), and
+                    // otherwise expires with the store's TTL.
+                    if Pin::new(io).poll(cx).is_pending() {
+                        return Poll::Pending;
+                    }
+                    em.io = EmitIo::Idle;
+                    em.removed += 1;
+                }
+            }
+        }
+    }
+}
