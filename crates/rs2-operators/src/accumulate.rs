@@ -91,49 +91,31 @@ where
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let mut this = self.project();
         loop {
-            match std::mem::replace(this.step, Step::Idle) {
+            let landed = match std::mem::replace(this.step, Step::Idle) {
                 Step::Idle => {
                     let Some(event) = ready!(this.stream.as_mut().poll_next(cx)) else {
                         return Poll::Ready(None);
                     };
+                    // An in-process store has read already: go on without a round trip
+                    // through `step`.
                     match this.acc_state.begin(this.key_extractor, event) {
-                        Ok(load) => *this.step = Step::Loading(load),
+                        Ok(load) => match load.try_land() {
+                            Ok(landed) => landed,
+                            Err(load) => {
+                                *this.step = Step::Loading(load);
+                                continue;
+                            }
+                        },
                         Err(err) => return Poll::Ready(Some(Err(err))),
                     }
                 }
-                Step::Loading(load) => {
-                    let Landed {
-                        event,
-                        key,
-                        now,
-                        result,
-                    } = match load.poll(cx) {
-                        Ok(landed) => landed,
-                        Err(load) => {
-                            *this.step = Step::Loading(load);
-                            return Poll::Pending;
-                        }
-                    };
-                    let stored = match result {
-                        Ok(stored) => stored,
-                        Err(err) => return Poll::Ready(Some(Err(err))),
-                    };
-                    let (acc, event) = match this.seed.start(stored, event) {
-                        Ok(start) => start,
-                        Err(value) => {
-                            let mut key = key;
-                            let io = this.acc_state.save(&mut key, &value, now);
-                            *this.step = Step::Saving { value, io };
-                            continue;
-                        }
-                    };
-                    let access = match this.user_state.derived_key(key.user_key()) {
-                        Ok(user_key) => this.user_state.access(user_key, now),
-                        Err(err) => KeyedState::failed_access(err),
-                    };
-                    this.pending.set(Some((this.f)(acc, event, access)));
-                    *this.step = Step::Running { key, now };
-                }
+                Step::Loading(load) => match load.poll(cx) {
+                    Ok(landed) => landed,
+                    Err(load) => {
+                        *this.step = Step::Loading(load);
+                        return Poll::Pending;
+                    }
+                },
                 Step::Running { mut key, now } => {
                     // Running is only entered with the closure's future set.
                     let Some(fut) = this.pending.as_mut().as_pin_mut() else {
@@ -148,7 +130,11 @@ where
                     };
                     this.pending.set(None);
                     let io = this.acc_state.save(&mut key, &value, now);
-                    *this.step = Step::Saving { value, io };
+                    match io.into_ready() {
+                        Ok(result) => return Poll::Ready(Some(result.map(|()| value))),
+                        Err(io) => *this.step = Step::Saving { value, io },
+                    }
+                    continue;
                 }
                 Step::Saving { value, mut io } => match Pin::new(&mut io).poll(cx) {
                     Poll::Pending => {
@@ -157,7 +143,32 @@ where
                     }
                     Poll::Ready(result) => return Poll::Ready(Some(result.map(|()| value))),
                 },
-            }
+            };
+            let Landed {
+                event,
+                key,
+                now,
+                result,
+            } = landed;
+            let stored = match result {
+                Ok(stored) => stored,
+                Err(err) => return Poll::Ready(Some(Err(err))),
+            };
+            let (acc, event) = match this.seed.start(stored, event) {
+                Ok(start) => start,
+                Err(value) => {
+                    let mut key = key;
+                    let io = this.acc_state.save(&mut key, &value, now);
+                    *this.step = Step::Saving { value, io };
+                    continue;
+                }
+            };
+            let access = match this.user_state.derived_key(key.user_key()) {
+                Ok(user_key) => this.user_state.access(user_key, now),
+                Err(err) => KeyedState::failed_access(err),
+            };
+            this.pending.set(Some((this.f)(acc, event, access)));
+            *this.step = Step::Running { key, now };
         }
     }
 }

@@ -90,7 +90,7 @@ where
         let mut this = self.project();
         let mut budget = 0;
         loop {
-            match std::mem::replace(this.step, Step::Idle) {
+            let Landed { event, result, .. } = match std::mem::replace(this.step, Step::Idle) {
                 Step::Idle => {
                     let Some(event) = ready!(this.stream.as_mut().poll_next(cx)) else {
                         *this.step = Step::Done;
@@ -117,27 +117,23 @@ where
                             replace_encoded(key, bytes, &now)?;
                             Ok((Change::Store, true))
                         });
-                    *this.step = Step::Updating(InFlight::new(event, key, now, io));
-                }
-                Step::Updating(update) => {
-                    let Landed { event, result, .. } = match update.poll(cx) {
+                    // An in-process store has answered already: go on without a round trip
+                    // through `step`.
+                    match InFlight::new(event, key, now, io).try_land() {
                         Ok(landed) => landed,
                         Err(update) => {
                             *this.step = Step::Updating(update);
-                            return Poll::Pending;
-                        }
-                    };
-                    match result {
-                        Ok(true) => return Poll::Ready(Some(Ok(event))),
-                        Err(err) => return Poll::Ready(Some(Err(err))),
-                        // A repeat within the window: dropped in place.
-                        Ok(false) => {
-                            if spend(&mut budget, cx) {
-                                return Poll::Pending;
-                            }
+                            continue;
                         }
                     }
                 }
+                Step::Updating(update) => match update.poll(cx) {
+                    Ok(landed) => landed,
+                    Err(update) => {
+                        *this.step = Step::Updating(update);
+                        return Poll::Pending;
+                    }
+                },
                 Step::Invalid(err) => {
                     *this.step = Step::Done;
                     return Poll::Ready(Some(Err(err)));
@@ -145,6 +141,16 @@ where
                 Step::Done => {
                     *this.step = Step::Done;
                     return Poll::Ready(None);
+                }
+            };
+            match result {
+                Ok(true) => return Poll::Ready(Some(Ok(event))),
+                Err(err) => return Poll::Ready(Some(Err(err))),
+                // A repeat within the window: dropped in place.
+                Ok(false) => {
+                    if spend(&mut budget, cx) {
+                        return Poll::Pending;
+                    }
                 }
             }
         }

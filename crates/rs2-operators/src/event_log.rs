@@ -129,6 +129,24 @@ impl LogWriter {
         })
     }
 
+    /// Replaces `bytes` with a log of `event` alone. On failure `bytes` is as it was (the new
+    /// log is built after the old bytes, which are cut only once it is complete).
+    pub fn replace_with_one<T: Serialize>(
+        self,
+        bytes: &mut Vec<u8>,
+        event: &T,
+    ) -> Result<(), LogError> {
+        let old = bytes.len();
+        bytes.resize(old + HEADER, 0);
+        if let Err(e) = Postcard::encode(event, bytes) {
+            bytes.truncate(old);
+            return Err(LogError::Encode(e));
+        }
+        bytes.drain(..old);
+        self.set_header(bytes, 0, 1);
+        Ok(())
+    }
+
     /// Drops the first `n` bytes of the log's events (whole events, as decoding found them).
     pub fn cut(self, bytes: &mut Vec<u8>, n: usize) {
         if n > 0 && bytes.len() >= HEADER + n {

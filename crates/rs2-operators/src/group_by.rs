@@ -21,7 +21,7 @@ use crate::keyed::{ceil_ms, spend, KeyedState};
 mod groups;
 
 pub(crate) use groups::GROUP_CHUNK;
-use groups::{event_not_grouped, group_missing, into_user_key, Core, Emission, OpenGroups, Step};
+use groups::{event_not_grouped, into_user_key, Core, Emission, OpenGroups, Step};
 
 /// Stream returned by
 /// [`stateful_group_by_advanced_rs2`](crate::StatefulStreamExt::stateful_group_by_advanced_rs2)
@@ -55,8 +55,10 @@ pin_project! {
     /// of input, in the order of the keys' first events.
     ///
     /// **State.** Open groups live in the configured storage (namespace `group_by`), in
-    /// entries of up to 64 events under the keys `{key}#0`, `{key}#1`, ...; an event costs one
-    /// read and one write of at most 64 events. Beside it the operator keeps an ordered index
+    /// entries of up to 64 events under the keys `{key}#0`, `{key}#1`, ...; an event is
+    /// encoded once and appended to its group's last entry, in place in an in-process store
+    /// (a remote store reads and writes that entry: at most 64 events). Events are decoded
+    /// only when their group is emitted. Beside it the operator keeps an ordered index
     /// of its open groups (key, time of first event, length) in its own memory. The number of
     /// storage entries it holds never exceeds the config's `max_size`: when taking an event in
     /// would need one more, the oldest open group is emitted first (early). So `max_size`
@@ -141,6 +143,7 @@ where
                 input_done: false,
                 armed_for: None,
                 key_buf: String::new(),
+                entry_log: groups::entry_writer(),
             },
             key_extractor,
             f,
@@ -267,22 +270,18 @@ where
                         Err(err) => return Poll::Ready(Some(Err(err))),
                     }
                 }
-                Step::Appending {
+                Step::Completing {
                     event,
                     key,
-                    mut chunk_key,
                     len,
-                    now,
                     mut io,
                 } => {
                     let loaded = match Pin::new(&mut io).poll(cx) {
                         Poll::Pending => {
-                            *this.step = Step::Appending {
+                            *this.step = Step::Completing {
                                 event,
                                 key,
-                                chunk_key,
                                 len,
-                                now,
                                 io,
                             };
                             return Poll::Pending;
@@ -292,31 +291,12 @@ where
                     match loaded {
                         Ok(Some(mut tail)) => {
                             tail.push(event);
-                            if core.completes(len + 1) {
-                                core.index.close(&key);
-                                let stored = len / GROUP_CHUNK;
-                                let em =
-                                    Emission::new(key, len + 1, stored, stored + 1, Some(tail));
-                                *this.step = Step::Emitting(em);
-                            } else {
-                                let io = core.groups.save(&mut chunk_key, &tail, now);
-                                *this.step = Step::Saving {
-                                    key,
-                                    new_group: false,
-                                    now,
-                                    io,
-                                };
-                            }
-                        }
-                        Ok(None) => {
-                            // The group's buffer vanished: report the loss, remove what is left
-                            // of it, then take the event in as a new group.
                             core.index.close(&key);
-                            let mut em = Emission::stored(key.clone(), len);
-                            em.error = Some(group_missing(&key, len, len / GROUP_CHUNK));
-                            core.parked = Some((event, key));
+                            let stored = len / GROUP_CHUNK;
+                            let em = Emission::new(key, len + 1, stored, stored + 1, Some(tail));
                             *this.step = Step::Emitting(em);
                         }
+                        Ok(None) => *this.step = core.group_vanished(key, event),
                         Err(err) => return Poll::Ready(Some(Err(event_not_grouped(err, &key)))),
                     }
                 }
@@ -338,7 +318,8 @@ where
                     Poll::Ready(Err(err)) => {
                         return Poll::Ready(Some(Err(event_not_grouped(err, &key))))
                     }
-                    Poll::Ready(Ok(())) => {
+                    Poll::Ready(Ok(Some(event))) => *this.step = core.group_vanished(key, event),
+                    Poll::Ready(Ok(None)) => {
                         if new_group {
                             core.index.open(key, now);
                         } else {

@@ -241,6 +241,37 @@ impl KeyedState {
         &self.storage
     }
 
+    /// Writes the operator's own state for `key` as the bytes `build` (given the user key)
+    /// writes into an empty buffer; nothing is written if it fails. For states in a layout of
+    /// the operator's own (see `event_log`), where [`save`](Self::save) encodes a typed value.
+    pub fn write_bytes(
+        &mut self,
+        key: &mut EventKey,
+        now: u64,
+        build: impl FnOnce(&str, &mut Vec<u8>) -> StateResult<()>,
+    ) -> StateIo<()> {
+        self.scratch.clear();
+        if let Err(err) = build(key.user_key(), &mut self.scratch) {
+            return StateIo::ready(Err(err));
+        }
+        if let Some(local) = self.storage.as_local() {
+            let hash = *key
+                .hash
+                .get_or_insert_with(|| local.hash_key(&key.storage_key));
+            return StateIo::ready(local.write(hash, &key.storage_key, now, &self.scratch));
+        }
+        let storage = Arc::clone(&self.storage);
+        let storage_key = key.storage_key.clone();
+        let key_start = key.key_start;
+        let bytes = self.scratch.clone();
+        StateIo::remote(async move {
+            storage
+                .set(&storage_key, &bytes)
+                .await
+                .map_err(|e| e.with_key(&storage_key[key_start..]))
+        })
+    }
+
     /// Read-modify-write of the operator's own state for `key`, as bytes edited in place: `f`
     /// gets the user key, a buffer holding the stored bytes (empty, with `false`, when there
     /// are none or they expired), and says what becomes of the key with its [`Change`] (with
@@ -407,6 +438,27 @@ impl<T> StateIo<T> {
 
     fn remote(fut: impl Future<Output = StateResult<T>> + Send + 'static) -> Self {
         StateIo::Remote(Box::pin(fut))
+    }
+
+    /// The I/O with its result mapped by `f`.
+    pub fn map<U>(self, f: impl FnOnce(T) -> U + Send + 'static) -> StateIo<U>
+    where
+        T: 'static,
+        U: 'static,
+    {
+        match self {
+            StateIo::Ready(result) => StateIo::Ready(result.map(|r| r.map(f))),
+            StateIo::Remote(fut) => StateIo::remote(async move { fut.await.map(f) }),
+        }
+    }
+
+    /// The result without polling: `Ok` when the I/O was done already (an in-process store),
+    /// `Err(self)` when it is in flight.
+    pub fn into_ready(self) -> Result<StateResult<T>, Self> {
+        match self {
+            StateIo::Ready(Some(result)) => Ok(result),
+            io => Err(io),
+        }
     }
 }
 

@@ -97,7 +97,7 @@ where
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let mut this = self.project();
         loop {
-            match std::mem::replace(this.step, Step::Idle) {
+            let landed = match std::mem::replace(this.step, Step::Idle) {
                 Step::Idle => {
                     let Some(event) = ready!(this.stream.as_mut().poll_next(cx)) else {
                         return Poll::Ready(None);
@@ -122,32 +122,23 @@ where
                             Ok((Change::Store, is_new))
                         },
                     );
-                    *this.step = Step::Updating(InFlight::new(event, key, now, io));
-                }
-                Step::Updating(update) => {
-                    let Landed {
-                        event,
-                        key,
-                        now,
-                        result,
-                    } = match update.poll(cx) {
+                    // An in-process store has answered already: go on without a round trip
+                    // through `step`.
+                    match InFlight::new(event, key, now, io).try_land() {
                         Ok(landed) => landed,
                         Err(update) => {
                             *this.step = Step::Updating(update);
-                            return Poll::Pending;
+                            continue;
                         }
-                    };
-                    let is_new = match result {
-                        Ok(is_new) => is_new,
-                        Err(err) => return Poll::Ready(Some(Err(err))),
-                    };
-                    let access = match this.user_state.derived_key(key.user_key()) {
-                        Ok(user_key) => this.user_state.access(user_key, now),
-                        Err(err) => KeyedState::failed_access(err),
-                    };
-                    this.pending.set(Some((this.f)(event, is_new, access)));
-                    *this.step = Step::Running;
+                    }
                 }
+                Step::Updating(update) => match update.poll(cx) {
+                    Ok(landed) => landed,
+                    Err(update) => {
+                        *this.step = Step::Updating(update);
+                        return Poll::Pending;
+                    }
+                },
                 Step::Running => {
                     let Some(fut) = this.pending.as_mut().as_pin_mut() else {
                         continue;
@@ -162,7 +153,23 @@ where
                     this.pending.set(None);
                     return Poll::Ready(Some(Ok(out)));
                 }
-            }
+            };
+            let Landed {
+                event,
+                key,
+                now,
+                result,
+            } = landed;
+            let is_new = match result {
+                Ok(is_new) => is_new,
+                Err(err) => return Poll::Ready(Some(Err(err))),
+            };
+            let access = match this.user_state.derived_key(key.user_key()) {
+                Ok(user_key) => this.user_state.access(user_key, now),
+                Err(err) => KeyedState::failed_access(err),
+            };
+            this.pending.set(Some((this.f)(event, is_new, access)));
+            *this.step = Step::Running;
         }
     }
 }

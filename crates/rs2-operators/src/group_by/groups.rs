@@ -13,11 +13,20 @@ use rs2_state_core::{StateError, StateResult};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::keyed::{EventKey, KeyedState, StateIo};
+use crate::event_log::{LogError, LogWriter};
+use crate::keyed::{Change, EventKey, KeyedState, StateIo};
 
 /// Events per storage entry of a group buffer: appending an event reads and writes at most
 /// this many, so a long group costs O(1) per event, not O(group).
 pub(crate) const GROUP_CHUNK: usize = 64;
+
+/// Tag of a stored entry (an `event_log` event log of up to [`GROUP_CHUNK`] events).
+const ENTRY_TAG: u8 = 0x67;
+
+/// The event-log writer of this operator instance's entries.
+pub(super) fn entry_writer() -> LogWriter {
+    LogWriter::new(ENTRY_TAG)
+}
 
 /// The stream's state apart from the input, the closure's future and the timer.
 pub(super) struct Core<T> {
@@ -39,6 +48,8 @@ pub(super) struct Core<T> {
     pub(super) armed_for: Option<u64>,
     /// Buffer for building chunk keys.
     pub(super) key_buf: String,
+    /// Reader and writer of the group entries (event logs).
+    pub(super) entry_log: LogWriter,
 }
 
 /// Open groups: by key, and in the order they were opened (which is also deadline order).
@@ -111,21 +122,21 @@ impl OpenGroups {
 pub(super) enum Step<T> {
     /// Between events.
     Idle,
-    /// Reading the tail entry of `key`'s open group (of `len` events) to append `event`.
-    Appending {
+    /// Reading back the tail entry of `key`'s open group (of `len` events), which `event`
+    /// completes: the group is emitted.
+    Completing {
         event: T,
         key: String,
-        chunk_key: EventKey,
         len: usize,
-        now: u64,
         io: StateIo<Option<Vec<T>>>,
     },
-    /// Writing an entry of `key`'s group with a new event in it.
+    /// Adding an event to an entry of `key`'s group (appending it in place, or writing a new
+    /// entry). The result is `Some(event)` when the entry to append to had vanished.
     Saving {
         key: String,
         new_group: bool,
         now: u64,
-        io: StateIo<()>,
+        io: StateIo<Option<T>>,
     },
     /// Reading back (and removing) a closed group's entries.
     Emitting(Emission<T>),
@@ -269,17 +280,19 @@ where
     pub(super) fn route(&mut self, event: T, key: String, now: u64) -> StateResult<Step<T>> {
         match self.index.len_of(&key) {
             Some(len) if len % GROUP_CHUNK != 0 => {
+                let chunk = len / GROUP_CHUNK;
+                if self.completes(len + 1) {
+                    let mut chunk_key = self.chunk_key(&key, chunk)?;
+                    let io = self.load_entry(&mut chunk_key, now);
+                    return Ok(Step::Completing {
+                        event,
+                        key,
+                        len,
+                        io,
+                    });
+                }
                 // Append to the group's tail entry.
-                let mut chunk_key = self.chunk_key(&key, len / GROUP_CHUNK)?;
-                let io = self.groups.load(&mut chunk_key, now);
-                Ok(Step::Appending {
-                    event,
-                    key,
-                    chunk_key,
-                    len,
-                    now,
-                    io,
-                })
+                self.add_to_entry(key, chunk, event, false, false, now)
             }
             Some(len) => {
                 // The event starts a new entry of an open group.
@@ -293,7 +306,7 @@ where
                     self.parked = Some((event, key));
                     return Ok(self.emit_oldest().unwrap_or(Step::Idle));
                 }
-                self.save_entry(key, tail, &[event], false, now)
+                self.add_to_entry(key, tail, event, true, false, now)
             }
             None => {
                 if self.completes(1) {
@@ -309,27 +322,90 @@ where
                     self.parked = Some((event, key));
                     return Ok(self.emit_oldest().unwrap_or(Step::Idle));
                 }
-                self.save_entry(key, 0, &[event], true, now)
+                self.add_to_entry(key, 0, event, true, true, now)
             }
         }
     }
 
-    pub(super) fn save_entry(
+    /// Adds `event` to entry `chunk` of `key`'s group: a new entry holding only it (`fresh`;
+    /// whatever a failed removal left under that entry's key is replaced), or appended in place
+    /// to the existing entry, whose events are not decoded.
+    pub(super) fn add_to_entry(
         &mut self,
         key: String,
         chunk: usize,
-        events: &[T],
+        event: T,
+        fresh: bool,
         new_group: bool,
         now: u64,
     ) -> StateResult<Step<T>> {
         let mut chunk_key = self.chunk_key(&key, chunk)?;
-        let io = self.groups.save(&mut chunk_key, events, now);
+        let writer = self.entry_log;
+        if fresh {
+            // A plain write: whatever a failed removal left under that key is replaced.
+            let io = self
+                .groups
+                .write_bytes(&mut chunk_key, now, |entry_key, bytes| {
+                    writer
+                        .replace_with_one(bytes, &event)
+                        .map_err(|e| e.for_events::<T>(entry_key))
+                });
+            return Ok(Step::Saving {
+                key,
+                new_group,
+                now,
+                io: io.map(|()| None),
+            });
+        }
+        let io = self
+            .groups
+            .update_bytes(&mut chunk_key, now, move |entry_key, bytes, existed| {
+                let failed = |e: LogError| e.for_events::<T>(entry_key);
+                if !existed {
+                    return Ok((Change::Keep, Some(event)));
+                }
+                let count = writer.read::<T>(Some(bytes)).map_err(failed)?.count;
+                writer.append(bytes, &event).map_err(failed)?;
+                writer.set_header(bytes, 0, count + 1);
+                Ok((Change::Store, None))
+            });
         Ok(Step::Saving {
             key,
             new_group,
             now,
             io,
         })
+    }
+
+    /// `key`'s open group lost its tail entry (expired or evicted from storage) while `event`
+    /// was being added to it: the group is reported lost (and what is left of it removed),
+    /// then the event is taken in as a new group.
+    pub(super) fn group_vanished(&mut self, key: String, event: T) -> Step<T> {
+        let len = self.index.close(&key).unwrap_or(0);
+        let mut em = Emission::stored(key.clone(), len);
+        em.error = Some(group_missing(&key, len, len / GROUP_CHUNK));
+        self.parked = Some((event, key));
+        Step::Emitting(em)
+    }
+
+    /// Reads an entry's events back (`None`: the entry is gone).
+    pub(super) fn load_entry(
+        &mut self,
+        chunk_key: &mut EventKey,
+        now: u64,
+    ) -> StateIo<Option<Vec<T>>> {
+        let writer = self.entry_log;
+        self.groups
+            .update_bytes(chunk_key, now, move |entry_key, bytes, existed| {
+                if !existed {
+                    return Ok((Change::Keep, None));
+                }
+                let events = writer
+                    .read::<T>(Some(bytes))
+                    .and_then(|log| log.decode_all::<T>())
+                    .map_err(|e| e.for_events::<T>(entry_key))?;
+                Ok((Change::Keep, Some(events)))
+            })
     }
 
     /// Reads back (then removes) an emission's entries.
@@ -341,7 +417,7 @@ where
                         match self.chunk_key(&em.key, em.next) {
                             Ok(mut chunk_key) => {
                                 let now = self.groups.now();
-                                let io = self.groups.load(&mut chunk_key, now);
+                                let io = self.load_entry(&mut chunk_key, now);
                                 em.io = EmitIo::Load(io);
                             }
                             Err(err) => em.error = Some(group_lost(err, &em.key, em.len)),
