@@ -6,7 +6,11 @@
 //!
 //! * map: a `u64` counter (`update`); fold: a `u64` accumulator; dedup (ttl 1 h); throttle
 //!   (100 per minute; one timestamp per key); session (30 min); window(100) holding a partial
-//!   window of 10 events per key (`UserEvent`s, 1,000,000 events in all).
+//!   window of 10 events per key (`UserEvent`s, 1,000,000 events in all); filter: a `u64`
+//!   counter (get + set); reduce: one `UserEvent` running value; pattern(3): the key's last 3
+//!   events; group by (`max_group_size` 100): an open group of 10 events per key, measured
+//!   while the input is still open (at its end the groups are emitted); join (window 1 h): 3
+//!   events buffered per side and key.
 //! * "requested" counts the bytes asked of the allocator; "malloc" the blocks as glibc holds
 //!   them (usable size + 8-byte header: small blocks round up to 16 bytes, 32 at least).
 //!   Per-key figures include each store's share of spare hash-table capacity, which depends on
@@ -18,9 +22,13 @@
 //!
 //! Run: `cargo bench -p rs2-benches --bench operator_memory`.
 
+use std::cell::Cell;
 use std::pin::pin;
+use std::rc::Rc;
+use std::task::Poll;
 use std::time::Duration;
 
+use futures::stream::LocalBoxStream;
 use futures::{stream, Stream, StreamExt};
 use rs2::state::{StateAccess, StateConfig, StatefulStreamExt};
 use rs2_benches::{CountingAlloc, Snapshot};
@@ -32,6 +40,10 @@ static ALLOC: CountingAlloc = CountingAlloc;
 const KEYS: usize = 100_000;
 const WINDOW: usize = 100;
 const WINDOW_FILL: usize = 10;
+const PATTERN: usize = 3;
+const GROUP: usize = 100;
+const GROUP_FILL: usize = 10;
+const JOIN_FILL: usize = 3;
 const BIG_KEYS: usize = 1_000_000;
 const BOUND: usize = 10_000;
 
@@ -77,6 +89,42 @@ fn measure<S: Stream>(rt: &tokio::runtime::Runtime, make: impl FnOnce() -> S) ->
         let mut stream = pin!(make());
         while let Some(item) = stream.next().await {
             drop(item);
+        }
+        let after = CountingAlloc::snapshot();
+        let peak = CountingAlloc::peak_footprint();
+        held(before, after, peak)
+    })
+}
+
+/// As [`measure`], for an operator that holds its state only until its input ends (group by
+/// emits its open groups then): its input yields `keys * per_key` events and then stays
+/// pending, and the stream is polled until it has taken them all and waits for more.
+fn measure_open<S: Stream>(
+    rt: &tokio::runtime::Runtime,
+    keys: usize,
+    per_key: usize,
+    make: impl FnOnce(LocalBoxStream<'static, UserEvent>) -> S,
+) -> Held {
+    rt.block_on(async move {
+        let before = CountingAlloc::snapshot();
+        CountingAlloc::reset_peak();
+        let taken = Rc::new(Cell::new(0usize));
+        let counter = Rc::clone(&taken);
+        let input = events(keys, per_key)
+            .inspect(move |_| counter.set(counter.get() + 1))
+            .chain(stream::pending())
+            .boxed_local();
+        let mut stream = pin!(make(input));
+        // A poll that starts after the last event was taken finishes it and then finds the
+        // input pending: two pending polls in a row with every event taken.
+        let mut idle = 0;
+        while idle < 2 {
+            match futures::poll!(stream.next()) {
+                Poll::Ready(Some(item)) => drop(item),
+                Poll::Ready(None) => panic!("the input never ends"),
+                Poll::Pending if taken.get() == keys * per_key => idle += 1,
+                Poll::Pending => idle = 0,
+            }
         }
         let after = CountingAlloc::snapshot();
         let peak = CountingAlloc::peak_footprint();
@@ -178,6 +226,79 @@ fn main() {
     });
     row(
         &format!("`stateful_window_rs2` ({WINDOW}), {WINDOW_FILL} events buffered"),
+        &h,
+        KEYS,
+    );
+
+    let h = measure(&rt, || {
+        events(KEYS, 1).stateful_filter_rs2(
+            unbounded(),
+            key,
+            |_e: &UserEvent, s: StateAccess| async move {
+                let n = s.get::<u64>().await.unwrap_or(0) + 1;
+                s.set(&n).await.expect("in-memory set");
+                n <= 50
+            },
+        )
+    });
+    row("`stateful_filter_rs2`, `u64` counter", &h, KEYS);
+
+    let h = measure(&rt, || {
+        events(KEYS, 1).stateful_reduce_rs2(
+            unbounded(),
+            key,
+            |a: UserEvent, e: UserEvent, _s: StateAccess| async move {
+                UserEvent {
+                    amount: a.amount + e.amount,
+                    ..a
+                }
+            },
+        )
+    });
+    row("`stateful_reduce_rs2`, one `UserEvent`", &h, KEYS);
+
+    let h = measure(&rt, || {
+        events(KEYS, PATTERN).stateful_pattern_rs2(
+            unbounded(),
+            key,
+            PATTERN,
+            |last: Vec<UserEvent>, _s: StateAccess| async move { Some(last.len()) },
+        )
+    });
+    row(
+        &format!("`stateful_pattern_rs2` ({PATTERN}), {PATTERN} events stored"),
+        &h,
+        KEYS,
+    );
+
+    let h = measure_open(&rt, KEYS, GROUP_FILL, |input| {
+        input.stateful_group_by_advanced_rs2(
+            unbounded(),
+            key,
+            Some(GROUP),
+            None,
+            false,
+            |_k: String, g: Vec<UserEvent>, _s: StateAccess| async move { g.len() },
+        )
+    });
+    row(
+        &format!("`stateful_group_by_advanced_rs2` (max {GROUP}), {GROUP_FILL} events buffered"),
+        &h,
+        KEYS,
+    );
+
+    let h = measure(&rt, || {
+        events(KEYS, JOIN_FILL).stateful_join_rs2(
+            events(KEYS, JOIN_FILL),
+            unbounded(),
+            key,
+            key,
+            Duration::from_secs(3600),
+            |a: UserEvent, b: UserEvent, _s: StateAccess| async move { a.amount + b.amount },
+        )
+    });
+    row(
+        &format!("`stateful_join_rs2` (1 h), {JOIN_FILL} events buffered per side"),
         &h,
         KEYS,
     );

@@ -1,9 +1,16 @@
 //! Throughput of the keyed operators over 1,000,000 pre-built events and 10,000 keys, each
 //! beside a hand-written loop doing the same job over the same events in the same run.
+//!
+//! Filter, reduce, pattern and group by (and their loops) are also run once outside the timed
+//! part, and their outputs checked equal (group by's as a multiset: groups left open at the end
+//! come out in a different order).
 //! Run: `cargo bench -p rs2-benches --bench operators`.
 
+use std::cell::RefCell;
+use std::collections::hash_map::Entry;
 use std::collections::{HashMap, VecDeque};
 use std::hint::black_box;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
@@ -15,6 +22,10 @@ const EVENTS: usize = 1_000_000;
 const KEYS: usize = 10_000;
 const WINDOW: usize = 100;
 const TTL: Duration = Duration::from_secs(3600);
+/// Filter keeps each key's first `FILTER_FIRST` events.
+const FILTER_FIRST: u64 = 50;
+const PATTERN: usize = 3;
+const GROUP: usize = 100;
 
 fn runtime() -> tokio::runtime::Runtime {
     tokio::runtime::Builder::new_current_thread()
@@ -150,9 +161,159 @@ fn loop_join(left: Vec<UserEvent>, right: Vec<UserEvent>) -> usize {
     pairs
 }
 
+fn loop_filter(events: Vec<UserEvent>) -> impl Stream<Item = UserEvent> {
+    let mut counts: HashMap<String, u64> = HashMap::new();
+    stream::iter(events).filter(move |e| {
+        let n = counts.entry(e.user_id.clone()).or_insert(0);
+        *n += 1;
+        future::ready(*n <= FILTER_FIRST)
+    })
+}
+
+fn op_filter(events: Vec<UserEvent>) -> impl Stream<Item = UserEvent> {
+    stream::iter(events).stateful_filter_rs2(
+        roomy(),
+        key,
+        |_e: &UserEvent, s: StateAccess| async move {
+            let n = s.get::<u64>().await.unwrap_or(0) + 1;
+            s.set(&n).await.expect("in-memory set");
+            n <= FILTER_FIRST
+        },
+    )
+}
+
+/// Reduce's running value: the key's first event with the amounts summed.
+fn loop_reduce(events: Vec<UserEvent>) -> impl Stream<Item = UserEvent> {
+    let mut running: HashMap<String, UserEvent> = HashMap::new();
+    stream::iter(events).map(move |e| match running.entry(e.user_id.clone()) {
+        Entry::Occupied(mut r) => {
+            let r = r.get_mut();
+            r.amount += e.amount;
+            r.clone()
+        }
+        Entry::Vacant(slot) => slot.insert(e).clone(),
+    })
+}
+
+fn op_reduce(
+    events: Vec<UserEvent>,
+) -> impl Stream<Item = Result<UserEvent, rs2::state::StateError>> {
+    stream::iter(events).stateful_reduce_rs2(
+        roomy(),
+        key,
+        |a: UserEvent, e: UserEvent, _s: StateAccess| async move {
+            UserEvent {
+                amount: a.amount + e.amount,
+                ..a
+            }
+        },
+    )
+}
+
+/// The pattern: do the amounts of the key's last events increase?
+fn rising(last: &[UserEvent]) -> bool {
+    last.windows(2).all(|w| w[0].amount < w[1].amount)
+}
+
+fn loop_pattern(events: Vec<UserEvent>) -> impl Stream<Item = bool> {
+    let mut recent: HashMap<String, VecDeque<UserEvent>> = HashMap::new();
+    stream::iter(events).filter_map(move |e| {
+        let last = recent.entry(e.user_id.clone()).or_default();
+        if last.len() == PATTERN {
+            last.pop_front();
+        }
+        last.push_back(e);
+        // The operator hands its closure an owned `Vec` of the events: so does the loop.
+        let out = (last.len() == PATTERN).then(|| {
+            let last: Vec<UserEvent> = last.iter().cloned().collect();
+            rising(&last)
+        });
+        future::ready(out)
+    })
+}
+
+fn op_pattern(events: Vec<UserEvent>) -> impl Stream<Item = Result<bool, rs2::state::StateError>> {
+    stream::iter(events).stateful_pattern_rs2(
+        roomy(),
+        key,
+        PATTERN,
+        |last: Vec<UserEvent>, _s: StateAccess| async move { Some(rising(&last)) },
+    )
+}
+
+fn sum(group: &[UserEvent]) -> f64 {
+    group.iter().map(|e| e.amount).sum()
+}
+
+/// Groups of up to `GROUP` events per key: each full group as it completes, then the groups
+/// left open at the end of the input, as the operator does.
+fn loop_group_by(events: Vec<UserEvent>) -> impl Stream<Item = f64> {
+    let groups = Rc::new(RefCell::new(HashMap::<String, Vec<UserEvent>>::new()));
+    let open = Rc::clone(&groups);
+    let full = stream::iter(events).filter_map(move |e| {
+        let mut groups = groups.borrow_mut();
+        let buf = groups.entry(e.user_id.clone()).or_default();
+        buf.push(e);
+        let full = buf.len() == GROUP;
+        future::ready(full.then(|| sum(&std::mem::take(buf))))
+    });
+    let rest = stream::once(future::lazy(move |_| open.take()))
+        .flat_map(|open| stream::iter(open.into_values().filter(|g| !g.is_empty())))
+        .map(|g| sum(&g));
+    full.chain(rest)
+}
+
+fn op_group_by(events: Vec<UserEvent>) -> impl Stream<Item = Result<f64, rs2::state::StateError>> {
+    stream::iter(events).stateful_group_by_advanced_rs2(
+        roomy(),
+        key,
+        Some(GROUP),
+        None,
+        false,
+        |_k: String, g: Vec<UserEvent>, _s: StateAccess| async move { sum(&g) },
+    )
+}
+
+fn ok<T>(r: Result<T, rs2::state::StateError>) -> T {
+    r.expect("in-memory operator")
+}
+
+/// Runs filter, reduce, pattern and group by and their loops once (untimed) and checks that
+/// each pair yields the same items.
+fn check_same_outputs(rt: &tokio::runtime::Runtime, events: &[UserEvent]) {
+    let evs = || events.to_vec();
+
+    let (want, got): (Vec<_>, Vec<_>) = (
+        futures::executor::block_on(loop_filter(evs()).collect()),
+        rt.block_on(op_filter(evs()).collect()),
+    );
+    assert_eq!(want, got, "filter: loop and operator differ");
+
+    let (want, got): (Vec<_>, Vec<_>) = (
+        futures::executor::block_on(loop_reduce(evs()).collect()),
+        rt.block_on(op_reduce(evs()).map(ok).collect()),
+    );
+    assert_eq!(want, got, "reduce: loop and operator differ");
+
+    let (want, got): (Vec<_>, Vec<_>) = (
+        futures::executor::block_on(loop_pattern(evs()).collect()),
+        rt.block_on(op_pattern(evs()).map(ok).collect()),
+    );
+    assert_eq!(want, got, "pattern: loop and operator differ");
+
+    let (mut want, mut got): (Vec<f64>, Vec<f64>) = (
+        futures::executor::block_on(loop_group_by(evs()).collect()),
+        rt.block_on(op_group_by(evs()).map(ok).collect()),
+    );
+    want.sort_by(f64::total_cmp);
+    got.sort_by(f64::total_cmp);
+    assert_eq!(want, got, "group by: loop and operator differ");
+}
+
 fn operators(c: &mut Criterion) {
     let events = keyed_events(EVENTS, KEYS);
     let rt = runtime();
+    check_same_outputs(&rt, &events);
     let mut group = c.benchmark_group("operators_1m_events_10k_keys");
     group.throughput(Throughput::Elements(EVENTS as u64));
     group.sample_size(10);
@@ -228,6 +389,66 @@ fn operators(c: &mut Criterion) {
                     Duration::from_secs(60),
                 )))
             },
+            BatchSize::LargeInput,
+        )
+    });
+
+    group.bench_function("filter/hand_written", |b| {
+        b.iter_batched(
+            batch,
+            |evs| futures::executor::block_on(drain(loop_filter(evs))),
+            BatchSize::LargeInput,
+        )
+    });
+    group.bench_function("filter/stateful_filter_rs2", |b| {
+        b.iter_batched(
+            batch,
+            |evs| rt.block_on(drain(op_filter(evs))),
+            BatchSize::LargeInput,
+        )
+    });
+
+    group.bench_function("reduce/hand_written", |b| {
+        b.iter_batched(
+            batch,
+            |evs| futures::executor::block_on(drain(loop_reduce(evs))),
+            BatchSize::LargeInput,
+        )
+    });
+    group.bench_function("reduce/stateful_reduce_rs2", |b| {
+        b.iter_batched(
+            batch,
+            |evs| rt.block_on(drain(op_reduce(evs))),
+            BatchSize::LargeInput,
+        )
+    });
+
+    group.bench_function("pattern_3/hand_written", |b| {
+        b.iter_batched(
+            batch,
+            |evs| futures::executor::block_on(drain(loop_pattern(evs))),
+            BatchSize::LargeInput,
+        )
+    });
+    group.bench_function("pattern_3/stateful_pattern_rs2", |b| {
+        b.iter_batched(
+            batch,
+            |evs| rt.block_on(drain(op_pattern(evs))),
+            BatchSize::LargeInput,
+        )
+    });
+
+    group.bench_function("group_by_100/hand_written", |b| {
+        b.iter_batched(
+            batch,
+            |evs| futures::executor::block_on(drain(loop_group_by(evs))),
+            BatchSize::LargeInput,
+        )
+    });
+    group.bench_function("group_by_100/stateful_group_by_advanced_rs2", |b| {
+        b.iter_batched(
+            batch,
+            |evs| rt.block_on(drain(op_group_by(evs))),
             BatchSize::LargeInput,
         )
     });
