@@ -279,54 +279,65 @@ impl Inner {
         match touched {
             Some(Some(node)) => lock(&self.recency).move_to_back(node, hash),
             Some(None) => {}
-            None => {
-                // A new key: look again under the recency lock, since another writer may have
-                // inserted it meanwhile.
-                let mut recency = lock(&self.recency);
-                let mut shard = self.shard(hash);
-                if let Some(entry) = shard.find_mut(hash, |e| e.is(key)) {
-                    let current = entry.live(now).then(|| entry.value.as_slice());
-                    let bytes = produce.produce(current)?;
-                    entry.value.set(bytes);
-                    entry.expires_at_ms = expires_at_ms;
-                    entry.touched_s = (now / TOUCH_INTERVAL_MS) as u32;
-                    let node = entry.node;
-                    drop(shard);
-                    recency.move_to_back(node, hash);
-                    return Ok(());
+            None => self.insert_new(hash, key, now, produce)?,
+        }
+        Ok(())
+    }
+
+    /// Stores what `produce` makes of a key that was not in its shard a moment ago. Takes the
+    /// recency lock, then the shard's, and looks again, since another writer may have inserted
+    /// the key meanwhile; then inserts it and evicts down to `max_size` before returning.
+    fn insert_new(
+        &self,
+        hash: u64,
+        key: &str,
+        now: u64,
+        mut produce: impl Produce,
+    ) -> StateResult<()> {
+        let expires_at_ms = now.saturating_add(self.ttl_ms);
+        let mut recency = lock(&self.recency);
+        let mut shard = self.shard(hash);
+        if let Some(entry) = shard.find_mut(hash, |e| e.is(key)) {
+            let current = entry.live(now).then(|| entry.value.as_slice());
+            let bytes = produce.produce(current)?;
+            entry.value.set(bytes);
+            entry.expires_at_ms = expires_at_ms;
+            entry.touched_s = (now / TOUCH_INTERVAL_MS) as u32;
+            let node = entry.node;
+            drop(shard);
+            recency.move_to_back(node, hash);
+            return Ok(());
+        }
+        let value = Value::new(produce.produce(None)?);
+        let node = recency.push_back(hash);
+        shard.insert_unique(
+            hash,
+            Entry {
+                key: Key::new(key),
+                value,
+                expires_at_ms,
+                touched_s: (now / TOUCH_INTERVAL_MS) as u32,
+                node,
+            },
+            |e| self.hash_of(e),
+        );
+        drop(shard);
+        if let Some(max) = self.max_size {
+            while recency.len() > max {
+                let Some((victim, victim_hash)) = recency.pop_front() else {
+                    break;
+                };
+                if let Ok(entry) = self
+                    .shard(victim_hash)
+                    .find_entry(victim_hash, |e| e.node == victim)
+                {
+                    entry.remove();
                 }
-                let value = Value::new(produce.produce(None)?);
-                let node = recency.push_back(hash);
-                shard.insert_unique(
-                    hash,
-                    Entry {
-                        key: Key::new(key),
-                        value,
-                        expires_at_ms,
-                        touched_s: (now / TOUCH_INTERVAL_MS) as u32,
-                        node,
-                    },
-                    |e| self.hash_of(e),
-                );
-                drop(shard);
-                if let Some(max) = self.max_size {
-                    while recency.len() > max {
-                        let Some((victim, victim_hash)) = recency.pop_front() else {
-                            break;
-                        };
-                        if let Ok(entry) = self
-                            .shard(victim_hash)
-                            .find_entry(victim_hash, |e| e.node == victim)
-                        {
-                            entry.remove();
-                        }
-                    }
-                }
-                self.len.store(recency.len(), Ordering::Relaxed);
-                drop(recency);
-                self.maybe_cleanup(now);
             }
         }
+        self.len.store(recency.len(), Ordering::Relaxed);
+        drop(recency);
+        self.maybe_cleanup(now);
         Ok(())
     }
 }
@@ -417,7 +428,7 @@ impl LocalStorage for InMemoryState {
                 scratch.clear();
                 let change = f(scratch, false)?;
                 if change == ValueChange::Store {
-                    inner.write_with(hash, key, now_ms, Bytes(scratch))?;
+                    inner.insert_new(hash, key, now_ms, Bytes(scratch))?;
                 }
                 return Ok(change);
             };
