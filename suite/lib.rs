@@ -16,6 +16,53 @@ pub struct UserEvent {
     pub timestamp: u64,
 }
 
+/// A small keyed event for the operator tests: a user and a sequence number.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Ev {
+    /// The key.
+    pub user: String,
+    /// The event's number.
+    pub n: u32,
+}
+
+/// An [`Ev`].
+pub fn ev(user: &str, n: u32) -> Ev {
+    Ev {
+        user: user.to_string(),
+        n,
+    }
+}
+
+/// The key extractor of [`Ev`]s.
+pub fn by_user(e: &Ev) -> String {
+    e.user.clone()
+}
+
+/// Counts how many closures are inside [`Overlap::hold`] at once: the keyed-concurrency tests'
+/// probe. Clones share the counts.
+#[derive(Debug, Clone, Default)]
+pub struct Overlap {
+    running: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    peak: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+}
+
+impl Overlap {
+    /// Waits 5 ms (of tokio's time) counted as one of the closures running, then gives `out`.
+    pub async fn hold<T>(self, out: T) -> T {
+        use std::sync::atomic::Ordering::SeqCst;
+        let now = self.running.fetch_add(1, SeqCst) + 1;
+        self.peak.fetch_max(now, SeqCst);
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        self.running.fetch_sub(1, SeqCst);
+        out
+    }
+
+    /// The most closures that were inside [`hold`](Self::hold) at once.
+    pub fn peak(&self) -> usize {
+        self.peak.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 /// `n` events spread over `keys` users (`user-0` ...), in a fixed pseudo-random order.
 pub fn keyed_events(n: usize, keys: usize) -> Vec<UserEvent> {
     let mut x: u64 = 0x9E37_79B9_7F4A_7C15;

@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use rs2::prelude::*;
-use rs2_suite::{no_hang, roomy, stored, Backend, MapStore};
+use rs2_suite::{no_hang, roomy, stored, Backend, MapStore, Overlap};
 
 /// (key, how long the predicate "does I/O" for in ms, index)
 type Ev = (u8, u8, u16);
@@ -91,55 +91,40 @@ proptest! {
 
 /// A predicate that sleeps `ms` and counts how many predicates run at once.
 fn counting(
-    running: &Arc<AtomicUsize>,
-    peak: &Arc<AtomicUsize>,
+    overlap: &Overlap,
 ) -> impl FnMut(&u32, StateAccess) -> futures::future::BoxFuture<'static, bool> {
-    let (running, peak) = (running.clone(), peak.clone());
-    move |_e, _state| {
-        let (running, peak) = (running.clone(), peak.clone());
-        Box::pin(async move {
-            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
-            peak.fetch_max(now, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            running.fetch_sub(1, Ordering::SeqCst);
-            true
-        })
-    }
+    let overlap = overlap.clone();
+    move |_e, _state| Box::pin(overlap.clone().hold(true))
 }
 
 #[tokio::test(start_paused = true)]
 async fn different_keys_overlap() {
-    let (running, peak) = (Arc::default(), Arc::default());
+    let overlap = Overlap::default();
     let start = tokio::time::Instant::now();
     let kept: Vec<u32> = futures::stream::iter(0..32u32)
-        .stateful_filter_rs2_par(
-            roomy(),
-            |e: &u32| e.to_string(),
-            8,
-            counting(&running, &peak),
-        )
+        .stateful_filter_rs2_par(roomy(), |e: &u32| e.to_string(), 8, counting(&overlap))
         .collect()
         .await;
     assert_eq!(kept, (0..32).collect::<Vec<_>>());
-    assert_eq!(peak.load(Ordering::SeqCst), 8);
+    assert_eq!(overlap.peak(), 8);
     assert_eq!(start.elapsed(), Duration::from_millis(20));
 }
 
 #[tokio::test(start_paused = true)]
 async fn one_key_never_runs_two_events_at_once() {
-    let (running, peak) = (Arc::default(), Arc::default());
+    let overlap = Overlap::default();
     let kept: Vec<u32> = futures::stream::iter(0..40u32)
         .stateful_filter_rs2_par(
             roomy(),
             |e: &u32| (e % 2).to_string(),
             16,
-            counting(&running, &peak),
+            counting(&overlap),
         )
         .collect()
         .await;
     assert_eq!(kept, (0..40).collect::<Vec<_>>());
     // Two keys: never more than one event of each at once.
-    assert_eq!(peak.load(Ordering::SeqCst), 2);
+    assert_eq!(overlap.peak(), 2);
 }
 
 #[tokio::test(start_paused = true)]

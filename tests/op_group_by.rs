@@ -11,25 +11,7 @@ use std::time::Duration;
 use proptest::prelude::*;
 use rs2::prelude::*;
 use rs2::state::async_trait;
-use rs2_suite::{no_hang, roomy, timed};
-use serde::{Deserialize, Serialize};
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Ev {
-    user: String,
-    n: u32,
-}
-
-fn ev(user: &str, n: u32) -> Ev {
-    Ev {
-        user: user.to_string(),
-        n,
-    }
-}
-
-fn by_user(e: &Ev) -> String {
-    e.user.clone()
-}
+use rs2_suite::{by_user, ev, no_hang, roomy, timed, Ev};
 
 type Group = (String, Vec<u32>);
 

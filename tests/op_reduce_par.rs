@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use proptest::prelude::*;
 use rs2::prelude::*;
-use rs2_suite::{no_hang, roomy, stored, Backend};
+use rs2_suite::{no_hang, roomy, stored, Backend, Overlap};
 
 /// (key, how long the closure "does I/O" for in ms, a value)
 type Ev = (u8, u8, u32);
@@ -88,25 +88,15 @@ proptest! {
 
 /// A reduce closure that sleeps 5 ms, counts how many closures run at once, and sums.
 fn counting(
-    running: &Arc<AtomicUsize>,
-    peak: &Arc<AtomicUsize>,
+    overlap: &Overlap,
 ) -> impl FnMut(u32, u32, StateAccess) -> futures::future::BoxFuture<'static, u32> {
-    let (running, peak) = (running.clone(), peak.clone());
-    move |acc, e, _state| {
-        let (running, peak) = (running.clone(), peak.clone());
-        Box::pin(async move {
-            let now = running.fetch_add(1, Ordering::SeqCst) + 1;
-            peak.fetch_max(now, Ordering::SeqCst);
-            tokio::time::sleep(Duration::from_millis(5)).await;
-            running.fetch_sub(1, Ordering::SeqCst);
-            acc + e
-        })
-    }
+    let overlap = overlap.clone();
+    move |acc, e, _state| Box::pin(overlap.clone().hold(acc + e))
 }
 
 #[tokio::test(start_paused = true)]
 async fn different_keys_overlap() {
-    let (running, peak) = (Arc::default(), Arc::default());
+    let overlap = Overlap::default();
     let start = tokio::time::Instant::now();
     // 8 keys, 4 events each: the first of each key seeds it without the closure.
     let items: Vec<u32> = futures::stream::iter(0..32u32)
@@ -114,28 +104,28 @@ async fn different_keys_overlap() {
             roomy(),
             |e: &u32| (e % 8).to_string(),
             8,
-            counting(&running, &peak),
+            counting(&overlap),
         )
         .map(Result::unwrap)
         .collect()
         .await;
     let expected: Vec<u32> = (0..32u32).map(|e| (e % 8..=e).step_by(8).sum()).collect();
     assert_eq!(items, expected);
-    assert_eq!(peak.load(Ordering::SeqCst), 8);
+    assert_eq!(overlap.peak(), 8);
     assert_eq!(start.elapsed(), Duration::from_millis(15));
 }
 
 #[tokio::test(start_paused = true)]
 async fn one_key_never_runs_two_events_at_once() {
     for backend in Backend::ALL {
-        let (running, peak) = (Arc::default(), Arc::default());
+        let overlap = Overlap::default();
         let (config, _) = backend.config();
         let items: Vec<u32> = futures::stream::iter(1..=40u32)
             .stateful_reduce_rs2_par(
                 config,
                 |e: &u32| (e % 2).to_string(),
                 16,
-                counting(&running, &peak),
+                counting(&overlap),
             )
             .map(Result::unwrap)
             .collect()
@@ -144,7 +134,7 @@ async fn one_key_never_runs_two_events_at_once() {
             .map(|e| (2 - e % 2..=e).step_by(2).sum())
             .collect();
         assert_eq!(items, expected, "{backend:?}");
-        assert_eq!(peak.load(Ordering::SeqCst), 2, "{backend:?}");
+        assert_eq!(overlap.peak(), 2, "{backend:?}");
     }
 }
 

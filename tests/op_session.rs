@@ -13,22 +13,12 @@ use std::time::Duration;
 use proptest::prelude::*;
 use rs2::prelude::*;
 use rs2::state::async_trait;
-use serde::{Deserialize, Serialize};
+use rs2_suite::{by_user, Ev};
 
 async fn no_hang<F: Future>(f: F) -> F::Output {
     tokio::time::timeout(Duration::from_secs(3600), f)
         .await
         .expect("pipeline hung")
-}
-
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-struct Ev {
-    user: String,
-    n: u32,
-}
-
-fn by_user(e: &Ev) -> String {
-    e.user.clone()
 }
 
 /// `(gap_ms, user)` pairs -> a stream that waits `gap_ms` of (paused) time before each event.

@@ -9,8 +9,8 @@ use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
 
 use rs2_state_core::{
-    Codec, KeyExtractor, Postcard, SharedStorage, StateAccess, StateConfig, StateError,
-    StateResult, StateStorageType,
+    Codec, KeyExtractor, LocalStorage, Postcard, SharedStorage, StateAccess, StateConfig,
+    StateError, StateResult, StateStorageType,
 };
 use rs2_state_memory::{InMemoryState, StateClock};
 use serde::de::DeserializeOwned;
@@ -36,6 +36,13 @@ impl EventKey {
 
     pub fn user_key(&self) -> &str {
         &self.storage_key[self.key_start..]
+    }
+
+    /// `storage_key`'s hash in the in-process store `local`, computed once.
+    pub fn local_hash(&mut self, local: &dyn LocalStorage) -> u64 {
+        *self
+            .hash
+            .get_or_insert_with(|| local.hash_key(&self.storage_key))
     }
 }
 
@@ -118,9 +125,7 @@ impl KeyedState {
     /// the in-process store's hash, which its reads and writes then reuse, else SipHash.
     pub fn key_hash(&self, key: &mut EventKey) -> u64 {
         match self.storage.as_local() {
-            Some(local) => *key
-                .hash
-                .get_or_insert_with(|| local.hash_key(&key.storage_key)),
+            Some(local) => key.local_hash(local),
             None => {
                 static SEED: OnceLock<RandomState> = OnceLock::new();
                 SEED.get_or_init(RandomState::new)
@@ -180,9 +185,7 @@ impl KeyedState {
         S: DeserializeOwned + Send + 'static,
     {
         if let Some(local) = self.storage.as_local() {
-            let hash = *key
-                .hash
-                .get_or_insert_with(|| local.hash_key(&key.storage_key));
+            let hash = key.local_hash(local);
             let mut value = None;
             local.read(hash, &key.storage_key, now, &mut |bytes| {
                 value = Some(decode::<S>(key.user_key(), bytes))
@@ -208,9 +211,7 @@ impl KeyedState {
     /// Removes the operator's own state for `key`.
     pub fn remove(&mut self, key: &mut EventKey) -> StateIo<()> {
         if let Some(local) = self.storage.as_local() {
-            let hash = *key
-                .hash
-                .get_or_insert_with(|| local.hash_key(&key.storage_key));
+            let hash = key.local_hash(local);
             local.remove(hash, &key.storage_key);
             return StateIo::ready(Ok(()));
         }
@@ -250,26 +251,7 @@ impl KeyedState {
         now: u64,
         build: impl FnOnce(&str, &mut Vec<u8>) -> StateResult<()>,
     ) -> StateIo<()> {
-        self.scratch.clear();
-        if let Err(err) = build(key.user_key(), &mut self.scratch) {
-            return StateIo::ready(Err(err));
-        }
-        if let Some(local) = self.storage.as_local() {
-            let hash = *key
-                .hash
-                .get_or_insert_with(|| local.hash_key(&key.storage_key));
-            return StateIo::ready(local.write(hash, &key.storage_key, now, &self.scratch));
-        }
-        let storage = Arc::clone(&self.storage);
-        let storage_key = key.storage_key.clone();
-        let key_start = key.key_start;
-        let bytes = self.scratch.clone();
-        StateIo::remote(async move {
-            storage
-                .set(&storage_key, &bytes)
-                .await
-                .map_err(|e| e.with_key(&storage_key[key_start..]))
-        })
+        write_in(&self.storage, &mut self.scratch, key, now, build)
     }
 
     /// Read-modify-write of the operator's own state for `key`, as bytes edited in place: `f`
@@ -292,9 +274,7 @@ impl KeyedState {
         F: FnOnce(&str, &mut Vec<u8>, bool) -> StateResult<(Change, R)> + Send + 'static,
     {
         if let Some(local) = self.storage.as_local() {
-            let hash = *key
-                .hash
-                .get_or_insert_with(|| local.hash_key(&key.storage_key));
+            let hash = key.local_hash(local);
             let user_key = &key.storage_key[key.key_start..];
             let mut f = Some(f);
             let mut out = None;
@@ -348,14 +328,26 @@ fn save_in<S: Serialize + ?Sized>(
     value: &S,
     now: u64,
 ) -> StateIo<()> {
+    write_in(storage, scratch, key, now, |user_key, buf| {
+        encode(user_key, value, buf)
+    })
+}
+
+/// Writes to `key` in `storage` the bytes `build` (given the user key) writes into `scratch`,
+/// cleared first; nothing is written if it fails.
+fn write_in(
+    storage: &SharedStorage,
+    scratch: &mut Vec<u8>,
+    key: &mut EventKey,
+    now: u64,
+    build: impl FnOnce(&str, &mut Vec<u8>) -> StateResult<()>,
+) -> StateIo<()> {
     scratch.clear();
-    if let Err(err) = encode(key.user_key(), value, scratch) {
+    if let Err(err) = build(key.user_key(), scratch) {
         return StateIo::ready(Err(err));
     }
     if let Some(local) = storage.as_local() {
-        let hash = *key
-            .hash
-            .get_or_insert_with(|| local.hash_key(&key.storage_key));
+        let hash = key.local_hash(local);
         return StateIo::ready(local.write(hash, &key.storage_key, now, scratch));
     }
     let storage = Arc::clone(storage);
