@@ -11,7 +11,7 @@ use rs2_state_core::{KeyExtractor, StateAccess, StateConfig, StateError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::keyed::{EventKey, InFlight, KeyedState, Landed, StateIo};
+use crate::keyed::{EventKey, InFlight, KeyedState, Landed, Loaded, StateIo};
 
 /// How an accumulating operator starts on an event, given the key's stored value.
 pub trait Seed<T, A> {
@@ -50,7 +50,7 @@ pin_project! {
 
 enum Step<T, A> {
     Idle,
-    Loading(InFlight<T, Option<A>>),
+    Loading(InFlight<T, Loaded<A>>),
     Running { key: EventKey, now: u64 },
     Saving { value: A, io: StateIo<()> },
 }
@@ -146,18 +146,21 @@ where
             };
             let Landed {
                 event,
-                key,
+                mut key,
                 now,
                 result,
             } = landed;
             let stored = match result {
-                Ok(stored) => stored,
+                Ok(Loaded { value, lock }) => {
+                    // Held until the save below releases it (a store that is not in-process).
+                    key.lock = lock;
+                    value
+                }
                 Err(err) => return Poll::Ready(Some(Err(err))),
             };
             let (acc, event) = match this.seed.start(stored, event) {
                 Ok(start) => start,
                 Err(value) => {
-                    let mut key = key;
                     let io = this.acc_state.save(&mut key, &value, now);
                     *this.step = Step::Saving { value, io };
                     continue;

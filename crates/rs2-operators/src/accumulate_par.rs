@@ -7,6 +7,7 @@ use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use pin_project_lite::pin_project;
 use rs2_state_core::{SharedStorage, StateAccess, StateConfig, StateError, StateResult};
@@ -14,7 +15,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::accumulate::Seed;
-use crate::keyed::{save_detached, EventKey, InFlight, KeyedState, Landed, StateIo};
+use crate::keyed::{save_detached, EventKey, InFlight, KeyedState, Landed, Loaded, StateIo};
 use crate::par::{ParStart, ParStep, Turn};
 
 /// The step of [`StatefulFoldPar`](crate::StatefulFoldPar) and
@@ -48,7 +49,7 @@ pub struct AccumulateParStep<F, Fut, A, Sd> {
 
 /// A key's loaded value, handed back to [`AccumulateParStep`] to run the closure (after a
 /// read from a remote store).
-pub struct AccumulateParResume<T, A>(Landed<T, Option<A>>);
+pub struct AccumulateParResume<T, A>(Landed<T, Loaded<A>>);
 
 impl<F, Fut, A, Sd> AccumulateParStep<F, Fut, A, Sd> {
     pub(crate) fn new(config: &StateConfig, op: &'static str, seed: Sd, f: F) -> Self {
@@ -62,7 +63,7 @@ impl<F, Fut, A, Sd> AccumulateParStep<F, Fut, A, Sd> {
     }
 
     /// Goes on with a loaded value: seeds or runs the closure.
-    fn run<T>(&mut self, landed: Landed<T, Option<A>>) -> AccumulateParFut<Fut, T, A>
+    fn run<T>(&mut self, landed: Landed<T, Loaded<A>>) -> AccumulateParFut<Fut, T, A>
     where
         Sd: Seed<T, A>,
         F: FnMut(A, T, StateAccess) -> Fut,
@@ -75,7 +76,11 @@ impl<F, Fut, A, Sd> AccumulateParStep<F, Fut, A, Sd> {
             result,
         } = landed;
         let stored = match result {
-            Ok(stored) => stored,
+            Ok(Loaded { value, lock }) => {
+                // Held until the save releases it (a store that is not in-process).
+                key.lock = lock;
+                value
+            }
             Err(err) => return AccumulateParFut::finished(Err(err)),
         };
         match self.seed.start(stored, event) {
@@ -88,6 +93,7 @@ impl<F, Fut, A, Sd> AccumulateParStep<F, Fut, A, Sd> {
                     closure: Some((self.f)(acc, event, access)),
                     phase: Phase::Running {
                         storage: self.acc_state.storage().clone(),
+                        ttl: self.acc_state.ttl(),
                         key,
                         now,
                     },
@@ -133,7 +139,7 @@ where
             Err(err) => return AccumulateParFut::finished(Err(err)),
         };
         let now = self.acc_state.now();
-        let io = self.acc_state.load(&mut key, now);
+        let io = self.acc_state.load_for_update(&mut key, now);
         // An in-process store has read already: run the closure now, without a round trip.
         match InFlight::new(event, key, now, io).try_land() {
             Ok(landed) => self.run(landed),
@@ -161,10 +167,11 @@ pin_project! {
 
 enum Phase<T, A> {
     /// Reading the key's value from a remote store.
-    Loading(InFlight<T, Option<A>>),
+    Loading(InFlight<T, Loaded<A>>),
     /// Running the closure; its result goes to `key` in `storage`.
     Running {
         storage: SharedStorage,
+        ttl: Duration,
         key: EventKey,
         now: u64,
     },
@@ -203,6 +210,7 @@ where
                 },
                 Phase::Running {
                     storage,
+                    ttl,
                     mut key,
                     now,
                 } => {
@@ -212,11 +220,16 @@ where
                         )))));
                     };
                     let Poll::Ready(value) = closure.poll(cx) else {
-                        *this.phase = Phase::Running { storage, key, now };
+                        *this.phase = Phase::Running {
+                            storage,
+                            ttl,
+                            key,
+                            now,
+                        };
                         return Poll::Pending;
                     };
                     this.closure.set(None);
-                    let io = save_detached(&storage, &mut key, &value, now);
+                    let io = save_detached(&storage, ttl, &mut key, &value, now);
                     *this.phase = Phase::Saving { value, io };
                 }
                 Phase::Saving { value, mut io } => match Pin::new(&mut io).poll(cx) {

@@ -7,9 +7,10 @@ use std::hash::BuildHasher;
 use std::pin::Pin;
 use std::sync::{Arc, OnceLock};
 use std::task::{Context, Poll};
+use std::time::Duration;
 
 use rs2_state_core::{
-    Codec, KeyExtractor, LocalStorage, Postcard, SharedStorage, StateAccess, StateConfig,
+    Codec, KeyExtractor, KeyLock, LocalStorage, Postcard, SharedStorage, StateAccess, StateConfig,
     StateError, StateResult, StateStorageType,
 };
 use rs2_state_memory::{InMemoryState, StateClock};
@@ -23,6 +24,9 @@ pub(crate) struct EventKey {
     pub key_start: usize,
     /// `storage_key`'s hash in an in-process store, computed by the first `load`/`save`.
     pub hash: Option<u64>,
+    /// The key's lock in a store that is not in-process, held from
+    /// [`KeyedState::load_for_update`] until the next save of the key releases it.
+    pub lock: Option<KeyLock>,
 }
 
 impl EventKey {
@@ -31,6 +35,7 @@ impl EventKey {
             storage_key,
             key_start,
             hash: None,
+            lock: None,
         }
     }
 
@@ -49,6 +54,8 @@ impl EventKey {
 /// Per-operator view of one namespace in the configured storage.
 pub(crate) struct KeyedState {
     storage: SharedStorage,
+    /// The config's TTL, carried by every write to a store that is not in-process.
+    ttl: Duration,
     /// `""` when the store is private to this operator, else `"{namespace}/{operator}:"`.
     prefix: String,
     clock: StateClock,
@@ -81,9 +88,11 @@ impl KeyedState {
                 _ => (Arc::new(InMemoryState::new(config)), String::new()),
             };
         let clock = StateClock::new();
-        let template = StateAccess::new(Arc::clone(&storage), String::new());
+        let template =
+            StateAccess::new(Arc::clone(&storage), String::new()).with_ttl(Some(config.ttl));
         Self {
             storage,
+            ttl: config.ttl,
             prefix,
             clock,
             error,
@@ -147,16 +156,56 @@ impl KeyedState {
         Ok(EventKey::new(storage_key, self.prefix.len()))
     }
 
-    /// Takes an event: extracts its key and starts reading the key's state.
-    pub fn begin<T, K, S>(&mut self, extractor: &K, event: T) -> StateResult<InFlight<T, Option<S>>>
+    /// Takes an event: extracts its key and starts reading the key's state for an update (see
+    /// [`load_for_update`](Self::load_for_update)).
+    pub fn begin<T, K, S>(&mut self, extractor: &K, event: T) -> StateResult<InFlight<T, Loaded<S>>>
     where
         K: KeyExtractor<T>,
         S: DeserializeOwned + Send + 'static,
     {
         let mut key = self.key_of(extractor, &event)?;
         let now = self.now();
-        let io = self.load(&mut key, now);
+        let io = self.load_for_update(&mut key, now);
         Ok(InFlight::new(event, key, now, io))
+    }
+
+    /// Reads the operator's own state for `key` to write it back after an `await` (a fold's
+    /// closure): in a store that is not in-process, first takes the key's lock
+    /// ([`StateStorage::lock_key`](rs2_state_core::StateStorage::lock_key)), which the caller
+    /// puts in [`EventKey::lock`] and the next [`save`](Self::save) of the key releases, so
+    /// pipelines sharing the store apply their events one at a time. An in-process store's
+    /// operator is its only writer and needs no lock.
+    pub fn load_for_update<S>(&mut self, key: &mut EventKey, now: u64) -> StateIo<Loaded<S>>
+    where
+        S: DeserializeOwned + Send + 'static,
+    {
+        if self.storage.as_local().is_some() {
+            return self
+                .load(key, now)
+                .map(|value| Loaded { value, lock: None });
+        }
+        let storage = Arc::clone(&self.storage);
+        let storage_key = key.storage_key.clone();
+        let key_start = key.key_start;
+        StateIo::remote(async move {
+            let key = &storage_key[key_start..];
+            let lock = storage
+                .lock_key(&storage_key, LOCK_LEASE)
+                .await
+                .map_err(|e| e.with_key(key))?;
+            let value = match storage
+                .get(&storage_key)
+                .await
+                .map_err(|e| e.with_key(key))?
+            {
+                Some(bytes) => Some(decode(key, &bytes)?),
+                None => None,
+            };
+            Ok(Loaded {
+                value,
+                lock: Some(lock),
+            })
+        })
     }
 
     /// A `StateAccess` for the closure, bound to `key` (reusing the previous event's allocation
@@ -233,7 +282,12 @@ impl KeyedState {
         value: &S,
         now: u64,
     ) -> StateIo<()> {
-        save_in(&self.storage, &mut self.scratch, key, value, now)
+        save_in(&self.storage, self.ttl, &mut self.scratch, key, value, now)
+    }
+
+    /// The config's TTL (what writes to a store that is not in-process carry).
+    pub fn ttl(&self) -> Duration {
+        self.ttl
     }
 
     /// The store this operator's state lives in, for an event's future that saves state
@@ -251,7 +305,7 @@ impl KeyedState {
         now: u64,
         build: impl FnOnce(&str, &mut Vec<u8>) -> StateResult<()>,
     ) -> StateIo<()> {
-        write_in(&self.storage, &mut self.scratch, key, now, build)
+        write_in(&self.storage, self.ttl, &mut self.scratch, key, now, build)
     }
 
     /// Read-modify-write of the operator's own state for `key`, as bytes edited in place: `f`
@@ -262,9 +316,10 @@ impl KeyedState {
     /// `LocalStorage::modify`), so appending an event to a log costs that event, not the log.
     /// For operators whose state is too large to decode and re-encode on every event.
     ///
-    /// In a remote store this is `get`, `f`, then `set` or `delete`: not atomic against other
-    /// writers of the key, which is sound because an operator is the only writer of its
-    /// namespace (as with `load` then `save`).
+    /// In a store that is not in-process this is `get`, `f`, then `set_with_ttl` or `delete`
+    /// under the key's [`lock_key`](rs2_state_core::StateStorage::lock_key), so the transition
+    /// is atomic against every pipeline sharing the store (an in-process `modify` is atomic
+    /// under the store's own lock).
     ///
     /// When `f` keeps the key or fails, the key's use is recorded as by `load` (its recency for
     /// `max_size`; its TTL does not start again).
@@ -300,8 +355,13 @@ impl KeyedState {
         let storage = Arc::clone(&self.storage);
         let storage_key = key.storage_key.clone();
         let key_start = key.key_start;
+        let ttl = self.ttl;
         StateIo::remote(async move {
             let key = &storage_key[key_start..];
+            let lock = storage
+                .lock_key(&storage_key, LOCK_LEASE)
+                .await
+                .map_err(|e| e.with_key(key))?;
             let current = storage
                 .get(&storage_key)
                 .await
@@ -311,32 +371,47 @@ impl KeyedState {
             let (change, r) = f(key, &mut bytes, existed)?;
             match change {
                 Change::Keep => Ok(()),
-                Change::Store => storage.set(&storage_key, &bytes).await,
+                Change::Store => storage.set_with_ttl(&storage_key, &bytes, Some(ttl)).await,
                 Change::Remove => storage.delete(&storage_key).await,
             }
             .map_err(|e| e.with_key(key))?;
+            lock.release().await.map_err(|e| e.with_key(key))?;
             Ok(r)
         })
     }
 }
 
+/// How long a server-held key lock outlives a holder that crashed (see
+/// `StateStorage::lock_key`); a transition finishes far sooner.
+const LOCK_LEASE: Duration = Duration::from_secs(30);
+
+/// A key's state read by [`KeyedState::load_for_update`], with the key's lock in a store that
+/// is not in-process.
+pub(crate) struct Loaded<S> {
+    pub value: Option<S>,
+    pub lock: Option<KeyLock>,
+}
+
 /// Writes `value` as `key`'s state in `storage`, encoding into `scratch`.
 fn save_in<S: Serialize + ?Sized>(
     storage: &SharedStorage,
+    ttl: Duration,
     scratch: &mut Vec<u8>,
     key: &mut EventKey,
     value: &S,
     now: u64,
 ) -> StateIo<()> {
-    write_in(storage, scratch, key, now, |user_key, buf| {
+    write_in(storage, ttl, scratch, key, now, |user_key, buf| {
         encode(user_key, value, buf)
     })
 }
 
 /// Writes to `key` in `storage` the bytes `build` (given the user key) writes into `scratch`,
-/// cleared first; nothing is written if it fails.
+/// cleared first; nothing is written if it fails. Releases the key's lock, if it holds one,
+/// after the write (or when the write fails).
 fn write_in(
     storage: &SharedStorage,
+    ttl: Duration,
     scratch: &mut Vec<u8>,
     key: &mut EventKey,
     now: u64,
@@ -354,11 +429,17 @@ fn write_in(
     let storage_key = key.storage_key.clone();
     let key_start = key.key_start;
     let bytes = scratch.clone();
+    let lock = key.lock.take();
     StateIo::remote(async move {
-        storage
-            .set(&storage_key, &bytes)
+        let key = &storage_key[key_start..];
+        let written = storage
+            .set_with_ttl(&storage_key, &bytes, Some(ttl))
             .await
-            .map_err(|e| e.with_key(&storage_key[key_start..]))
+            .map_err(|e| e.with_key(key));
+        if let Some(lock) = lock {
+            lock.release().await.map_err(|e| e.with_key(key))?;
+        }
+        written
     })
 }
 
@@ -373,20 +454,21 @@ thread_local! {
 /// encoding into a per-thread buffer.
 pub(crate) fn save_detached<S: Serialize + ?Sized>(
     storage: &SharedStorage,
+    ttl: Duration,
     key: &mut EventKey,
     value: &S,
     now: u64,
 ) -> StateIo<()> {
     SCRATCH.with(|cell| match cell.try_borrow_mut() {
         Ok(mut scratch) => {
-            let io = save_in(storage, &mut scratch, key, value, now);
+            let io = save_in(storage, ttl, &mut scratch, key, value, now);
             if scratch.capacity() > 64 * 1024 {
                 *scratch = Vec::new();
             }
             io
         }
         // Re-entered (a value whose `Serialize` saves state): use a fresh buffer.
-        Err(_) => save_in(storage, &mut Vec::new(), key, value, now),
+        Err(_) => save_in(storage, ttl, &mut Vec::new(), key, value, now),
     })
 }
 

@@ -5,6 +5,7 @@ use std::fmt;
 use std::marker::PhantomData;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::de::DeserializeOwned;
 use serde::Serialize;
@@ -68,6 +69,9 @@ struct Inner {
     hashed: AtomicBool,
     /// The instant the operator started this event; `None`: ask the store on every call.
     now_ms: Option<u64>,
+    /// The time to live writes carry to a store that is not in-process (see
+    /// `StateStorage::set_with_ttl`).
+    ttl: Option<Duration>,
     /// Set when the config or the key extractor failed: every call reports it.
     error: Option<StateError>,
     /// Whether `get` hid a failure; later writes through this access are then refused.
@@ -84,6 +88,7 @@ impl Inner {
             hash: AtomicU64::new(0),
             hashed: AtomicBool::new(false),
             now_ms: None,
+            ttl: None,
             error,
             read_failed: AtomicBool::new(false),
             read_error: Mutex::new(None),
@@ -196,6 +201,7 @@ impl<C: Codec> StateAccess<C> {
             None => {
                 let mut inner = Inner::new(None, std::mem::take(storage_key), None);
                 inner.storage = Some(Arc::clone(storage));
+                inner.ttl = self.inner.ttl;
                 inner.key_start = key_start;
                 *inner.hash.get_mut() = hash.unwrap_or(0);
                 *inner.hashed.get_mut() = hash.is_some();
@@ -204,6 +210,45 @@ impl<C: Codec> StateAccess<C> {
             }
         }
         self.clone()
+    }
+
+    /// The same access whose writes ask the store to expire the value `ttl` after the write
+    /// (passed to [`StateStorage::set_with_ttl`] and [`StateStorage::update_with_ttl`]; an
+    /// in-process store expires by its own config instead). Operators set their config's
+    /// `ttl`; `None`, the default of [`StateAccess::new`], asks for no expiry. Clones made
+    /// before this call keep their own setting.
+    ///
+    /// ```
+    /// # use std::{sync::Arc, time::Duration};
+    /// # use rs2_state_core::{StateAccess, SharedStorage};
+    /// # fn demo(storage: SharedStorage) {
+    /// let access: StateAccess = StateAccess::new(storage, "user-1".into())
+    ///     .with_ttl(Some(Duration::from_secs(300)));
+    /// assert_eq!(access.ttl(), Some(Duration::from_secs(300)));
+    /// # }
+    /// ```
+    pub fn with_ttl(mut self, ttl: Option<Duration>) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.ttl = ttl,
+            None => {
+                let old = &self.inner;
+                let mut inner = Inner::new(
+                    old.storage.clone(),
+                    old.storage_key.clone(),
+                    old.error.clone(),
+                );
+                inner.key_start = old.key_start;
+                inner.now_ms = old.now_ms;
+                inner.ttl = ttl;
+                self = Self::from_inner(inner);
+            }
+        }
+        self
+    }
+
+    /// The time to live this access's writes carry (see [`with_ttl`](Self::with_ttl)).
+    pub fn ttl(&self) -> Option<Duration> {
+        self.inner.ttl
     }
 
     /// The same state read and written with another codec.
@@ -340,7 +385,7 @@ impl<C: Codec> StateAccess<C> {
         let mut buf = Vec::new();
         self.encode(value, &mut buf)?;
         storage
-            .set(&self.inner.storage_key, &buf)
+            .set_with_ttl(&self.inner.storage_key, &buf, self.inner.ttl)
             .await
             .map_err(|e| e.with_key(self.key()))
     }
@@ -380,8 +425,9 @@ impl<C: Codec> StateAccess<C> {
         } else {
             let out_ref = &mut out;
             storage
-                .update(
+                .update_with_ttl(
                     &self.inner.storage_key,
+                    self.inner.ttl,
                     Box::new(move |current: Option<Vec<u8>>| {
                         let current = current.map(|b| self.decode::<S>(&b)).transpose()?;
                         let Some(f) = f.take() else {

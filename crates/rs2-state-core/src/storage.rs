@@ -2,6 +2,7 @@
 
 use std::hash::{BuildHasher, Hash, Hasher};
 use std::sync::{Arc, OnceLock};
+use std::time::Duration;
 
 use async_trait::async_trait;
 
@@ -84,6 +85,84 @@ pub trait StateStorage: Send + Sync {
         Ok(next)
     }
 
+    /// [`set`](Self::set) with the time to live the writer's config gives the value: a store
+    /// that can expire keys (Redis `SET .. PX`, a durable store's expiry stamp) should drop the
+    /// value `ttl` after this write. `None` means the writer asks for no expiry.
+    ///
+    /// Operators and [`StateAccess`](crate::StateAccess) write through this method with their
+    /// config's `ttl`. The provided method calls [`set`](Self::set), so a five-method backend
+    /// keeps its own expiry rule (or none). `InMemoryState` expires by its own config's TTL.
+    async fn set_with_ttl(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> StateResult<()> {
+        let _ = ttl;
+        self.set(key, value).await
+    }
+
+    /// [`update`](Self::update) whose write carries a time to live, as
+    /// [`set_with_ttl`](Self::set_with_ttl). The provided method calls [`update`](Self::update)
+    /// (so a backend that made `update` atomic across processes stays so); a backend with
+    /// expiry overrides both.
+    async fn update_with_ttl(
+        &self,
+        key: &str,
+        ttl: Option<Duration>,
+        f: UpdateFn<'_>,
+    ) -> StateResult<Vec<u8>> {
+        let _ = ttl;
+        self.update(key, f).await
+    }
+
+    /// The values of several keys, in the order asked (`None` for a key without one). The
+    /// provided method calls [`get`](Self::get) once per key; a remote backend overrides it
+    /// with one batched request (`MGET`, a pipeline).
+    async fn get_many(&self, keys: &[&str]) -> StateResult<Vec<Option<Vec<u8>>>> {
+        let mut values = Vec::with_capacity(keys.len());
+        for key in keys {
+            values.push(self.get(key).await?);
+        }
+        Ok(values)
+    }
+
+    /// Writes several keys, each with `ttl` as in [`set_with_ttl`](Self::set_with_ttl). The
+    /// provided method writes them one by one in order and stops at the first error (keys
+    /// before it are written); a remote backend overrides it with one batched request.
+    async fn set_many(&self, entries: &[(&str, &[u8])], ttl: Option<Duration>) -> StateResult<()> {
+        for (key, value) in entries {
+            self.set_with_ttl(key, value, ttl).await?;
+        }
+        Ok(())
+    }
+
+    /// Takes an exclusive lock on `key` for a read-compute-write that spans an `await` (an
+    /// operator's state transition, or a fold whose closure is async): while one holder has
+    /// it, every other `lock_key` of the same key in this store waits. Release it with
+    /// [`KeyLock::release`] after the write.
+    ///
+    /// Operators take this lock around every transition of their own state in a store that is
+    /// not in-process, so pipelines sharing the store never lose or double-apply an event.
+    ///
+    /// The provided lock is held in this process (one of a fixed set of async locks, picked by
+    /// the store's address and the key; `lease` is not used): exact for pipelines in one
+    /// process. A store shared between processes overrides it with a lock the server holds
+    /// (Redis: `SET lock token NX PX lease`, released by a compare-and-delete script), whose
+    /// `lease` bounds how long a crashed holder blocks the key. The lock is separate from the
+    /// one behind the provided [`update`](Self::update); operators never hold both on one key.
+    async fn lock_key(&self, key: &str, lease: Duration) -> StateResult<KeyLock> {
+        let _ = lease;
+        let guard = stripe(
+            &TRANSITION_LOCKS,
+            self as *const Self as *const () as usize,
+            key,
+        )
+        .lock()
+        .await;
+        Ok(KeyLock::new(ProcessLock(guard)))
+    }
+
     /// Synchronous access for stores whose values live in this process. Operators use it to
     /// skip async dispatch on the hot path; remote backends keep the default `None`.
     fn as_local(&self) -> Option<&dyn LocalStorage> {
@@ -91,12 +170,24 @@ pub trait StateStorage: Send + Sync {
     }
 }
 
-/// One of a fixed set of async locks, picked by hashing the store's address and the key.
+/// Async locks, one picked per `(store, key)` by hashing.
+type Stripes = OnceLock<Vec<futures::lock::Mutex<()>>>;
+
+/// The locks behind the provided [`StateStorage::update`].
+static UPDATE_LOCKS: Stripes = OnceLock::new();
+/// The locks behind the provided [`StateStorage::lock_key`]: a set of their own, so a
+/// transition holding a key's lock never waits on an `update` its own closure started.
+static TRANSITION_LOCKS: Stripes = OnceLock::new();
+
 fn update_lock(store: usize, key: &str) -> &'static futures::lock::Mutex<()> {
-    const STRIPES: usize = 1024;
-    static LOCKS: OnceLock<Vec<futures::lock::Mutex<()>>> = OnceLock::new();
+    stripe(&UPDATE_LOCKS, store, key)
+}
+
+/// One of a fixed set of async locks, picked by hashing the store's address and the key.
+fn stripe(locks: &'static Stripes, store: usize, key: &str) -> &'static futures::lock::Mutex<()> {
+    const STRIPES: usize = 4096;
     static HASHER: OnceLock<std::collections::hash_map::RandomState> = OnceLock::new();
-    let locks = LOCKS.get_or_init(|| {
+    let locks = locks.get_or_init(|| {
         (0..STRIPES)
             .map(|_| futures::lock::Mutex::new(()))
             .collect()
@@ -105,6 +196,53 @@ fn update_lock(store: usize, key: &str) -> &'static futures::lock::Mutex<()> {
     store.hash(&mut h);
     key.hash(&mut h);
     &locks[(h.finish() as usize) % STRIPES]
+}
+
+/// A held lock on one key, from [`StateStorage::lock_key`].
+///
+/// [`release`](Self::release) it once the write it guards is done. Dropping it without
+/// releasing frees an in-process lock at once; a server-held lock then stays until its lease
+/// ends.
+#[must_use = "a key lock guards a write: release it after the write"]
+pub struct KeyLock {
+    held: Box<dyn HeldLock>,
+}
+
+impl KeyLock {
+    /// Wraps a backend's lock.
+    pub fn new(held: impl HeldLock + 'static) -> Self {
+        Self {
+            held: Box::new(held),
+        }
+    }
+
+    /// Releases the lock.
+    pub async fn release(self) -> StateResult<()> {
+        self.held.release().await
+    }
+}
+
+impl std::fmt::Debug for KeyLock {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("KeyLock")
+    }
+}
+
+/// A backend's held key lock (see [`KeyLock`]).
+#[async_trait]
+pub trait HeldLock: Send + Sync {
+    /// Releases the lock (a server-held lock: only if this holder still owns it).
+    async fn release(self: Box<Self>) -> StateResult<()>;
+}
+
+/// The provided in-process lock.
+struct ProcessLock(#[allow(dead_code)] futures::lock::MutexGuard<'static, ()>);
+
+#[async_trait]
+impl HeldLock for ProcessLock {
+    async fn release(self: Box<Self>) -> StateResult<()> {
+        Ok(())
+    }
 }
 
 /// The read-modify-write step of [`LocalStorage::update`]: gets the live value (or `None`) and
@@ -233,6 +371,31 @@ impl<S: StateStorage + ?Sized> StateStorage for Arc<S> {
     }
     async fn update(&self, key: &str, f: UpdateFn<'_>) -> StateResult<Vec<u8>> {
         (**self).update(key, f).await
+    }
+    async fn set_with_ttl(
+        &self,
+        key: &str,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> StateResult<()> {
+        (**self).set_with_ttl(key, value, ttl).await
+    }
+    async fn update_with_ttl(
+        &self,
+        key: &str,
+        ttl: Option<Duration>,
+        f: UpdateFn<'_>,
+    ) -> StateResult<Vec<u8>> {
+        (**self).update_with_ttl(key, ttl, f).await
+    }
+    async fn get_many(&self, keys: &[&str]) -> StateResult<Vec<Option<Vec<u8>>>> {
+        (**self).get_many(keys).await
+    }
+    async fn set_many(&self, entries: &[(&str, &[u8])], ttl: Option<Duration>) -> StateResult<()> {
+        (**self).set_many(entries, ttl).await
+    }
+    async fn lock_key(&self, key: &str, lease: Duration) -> StateResult<KeyLock> {
+        (**self).lock_key(key, lease).await
     }
     fn as_local(&self) -> Option<&dyn LocalStorage> {
         (**self).as_local()
