@@ -11,7 +11,7 @@ use rs2_state_core::{KeyExtractor, StateAccess, StateConfig, StateError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::keyed::{EventKey, InFlight, KeyedState, Landed, Loaded, StateIo};
+use crate::engine::{EventKey, InFlight, KeyedState, Landed, Loaded, StateIo};
 
 /// How an accumulating operator starts on an event, given the key's stored value.
 pub trait Seed<T, A> {

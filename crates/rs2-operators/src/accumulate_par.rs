@@ -15,8 +15,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::accumulate::Seed;
-use crate::keyed::{save_detached, EventKey, InFlight, KeyedState, Landed, Loaded, StateIo};
-use crate::par::{ParStart, ParStep, Turn};
+use crate::engine::{save_detached, EventKey, InFlight, KeyedState, Landed, Loaded, StateIo};
+use crate::engine::{ParStart, ParStep, Turn};
 
 /// The step of [`StatefulFoldPar`](crate::StatefulFoldPar) and
 /// [`StatefulReducePar`](crate::StatefulReducePar): the same state and error items as

@@ -1,15 +1,14 @@
 //! `stateful_deduplicate_rs2`: lets a key's first event through and drops its repeats for a
 //! while.
 
-use std::pin::Pin;
-use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use futures::Stream;
 use pin_project_lite::pin_project;
 use rs2_state_core::{KeyExtractor, StateConfig, StateError};
 
-use crate::keyed::{ceil_ms, decode, replace_encoded, spend, Change, InFlight, KeyedState, Landed};
+use crate::engine::driver::{driven_stream, Driver, Emit, EventOp, Finish};
+use crate::engine::own::OwnState;
+use crate::engine::{ceil_ms, Change, EventKey, KeyedState, StateIo};
 
 pin_project! {
     /// Stream returned by
@@ -39,131 +38,79 @@ pin_project! {
     #[must_use = "streams do nothing unless polled"]
     pub struct StatefulDeduplicate<S: futures::Stream, K> {
         #[pin]
-        stream: S,
-        step: Step<S::Item>,
-        keyed: KeyedState,
-        key_extractor: K,
-        ttl_ms: u64,
+        inner: Driver<S, K, Dedup<S::Item>>,
     }
 }
 
-enum Step<T> {
-    /// Waiting for the next event.
-    Idle,
-    /// Reading the key's marker and, if the event is let through, writing its own, in one
-    /// read-modify-write; its result says whether the event is let through.
-    Updating(InFlight<T, bool>),
-    /// An argument was invalid: report it, then end.
-    Invalid(StateError),
-    Done,
+/// The rule: per key, the time the open window started (`u64` milliseconds).
+struct Dedup<T> {
+    opened_at: OwnState<u64>,
+    ttl_ms: u64,
+    /// The event whose transition is running (held here, not moved into the transition, so
+    /// events need not be `Send`).
+    event: Option<T>,
 }
 
-impl<S: Stream, K> StatefulDeduplicate<S, K> {
+impl<S: futures::Stream, K> StatefulDeduplicate<S, K> {
     pub(crate) fn new(stream: S, config: StateConfig, key_extractor: K, ttl: Duration) -> Self {
-        let step = if ttl.is_zero() {
-            Step::Invalid(StateError::Validation(
+        let invalid = ttl.is_zero().then(|| {
+            StateError::Validation(
                 "dedup operator: ttl cannot be zero; pass how long repeats of a key are dropped \
                  (for example Duration::from_secs(300))"
                     .into(),
-            ))
-        } else {
-            Step::Idle
+            )
+        });
+        let keyed = KeyedState::new(&config, "dedup");
+        let op = Dedup {
+            opened_at: OwnState::new(&config, &keyed),
+            ttl_ms: ceil_ms(ttl),
+            event: None,
         };
         Self {
-            stream,
-            step,
-            keyed: KeyedState::new(&config, "dedup"),
-            key_extractor,
-            ttl_ms: ceil_ms(ttl),
+            inner: Driver::new(stream, keyed, key_extractor, op, invalid),
         }
     }
 }
 
-impl<S, K> Stream for StatefulDeduplicate<S, K>
-where
-    S: Stream,
-    K: KeyExtractor<S::Item>,
-{
-    type Item = Result<S::Item, StateError>;
+impl<T> EventOp<T> for Dedup<T> {
+    /// Whether the event is let through.
+    type Out = bool;
+    type Fut = std::future::Pending<()>;
+    type Item = T;
 
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let mut this = self.project();
-        let mut budget = 0;
-        loop {
-            let Landed { event, result, .. } = match std::mem::replace(this.step, Step::Idle) {
-                Step::Idle => {
-                    let Some(event) = ready!(this.stream.as_mut().poll_next(cx)) else {
-                        *this.step = Step::Done;
-                        return Poll::Ready(None);
-                    };
-                    let mut key = match this.keyed.key_of(this.key_extractor, &event) {
-                        Ok(key) => key,
-                        Err(err) => return Poll::Ready(Some(Err(err))),
-                    };
-                    let now = this.keyed.now();
-                    let ttl_ms = *this.ttl_ms;
-                    let io = this
-                        .keyed
-                        .update_bytes(&mut key, now, move |key, bytes, existed| {
-                            if existed {
-                                let opened_at: u64 = decode(key, bytes)?;
-                                // `abs_diff`: a marker from the future (a durable store written
-                                // under a wall clock that has since been set back) holds for
-                                // at most `ttl` too.
-                                if now.abs_diff(opened_at) < ttl_ms {
-                                    return Ok((Change::Keep, false));
-                                }
-                            }
-                            replace_encoded(key, bytes, &now)?;
-                            Ok((Change::Store, true))
-                        });
-                    // An in-process store has answered already: go on without a round trip
-                    // through `step`.
-                    match InFlight::new(event, key, now, io).try_land() {
-                        Ok(landed) => landed,
-                        Err(update) => {
-                            *this.step = Step::Updating(update);
-                            continue;
-                        }
-                    }
-                }
-                Step::Updating(update) => match update.poll(cx) {
-                    Ok(landed) => landed,
-                    Err(update) => {
-                        *this.step = Step::Updating(update);
-                        return Poll::Pending;
-                    }
-                },
-                Step::Invalid(err) => {
-                    *this.step = Step::Done;
-                    return Poll::Ready(Some(Err(err)));
-                }
-                Step::Done => {
-                    *this.step = Step::Done;
-                    return Poll::Ready(None);
-                }
-            };
-            match result {
-                Ok(true) => return Poll::Ready(Some(Ok(event))),
-                Err(err) => return Poll::Ready(Some(Err(err))),
-                // A repeat within the window: dropped in place.
-                Ok(false) => {
-                    if spend(&mut budget, cx) {
-                        return Poll::Pending;
-                    }
-                }
+    fn begin(
+        &mut self,
+        keyed: &mut KeyedState,
+        key: &mut EventKey,
+        now: u64,
+        event: T,
+    ) -> StateIo<bool> {
+        self.event = Some(event);
+        let ttl_ms = self.ttl_ms;
+        self.opened_at.transition(keyed, key, now, move |opened_at| {
+            // `abs_diff`: a marker from the future (a durable store written under a wall clock
+            // that has since been set back) holds for at most `ttl` too.
+            if opened_at.is_some_and(|at| now.abs_diff(at) < ttl_ms) {
+                return Ok((Change::Keep, false));
             }
+            *opened_at = Some(now);
+            Ok((Change::Store, true))
+        })
+    }
+
+    fn emit(&mut self, let_through: bool, _key: &EventKey, _now: u64) -> Emit<T, Self::Fut> {
+        match self.event.take() {
+            Some(event) if let_through => Emit::Item(event),
+            // A repeat within the window: dropped in place.
+            _ => Emit::Skip,
         }
     }
 
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        match self.step {
-            Step::Done => (0, Some(0)),
-            Step::Invalid(_) => (1, Some(1)),
-            _ => {
-                let (_, hi) = self.stream.size_hint();
-                (0, hi.and_then(|h| h.checked_add(1)))
-            }
-        }
+    fn finish(&mut self, (): (), _: &mut KeyedState, _: EventKey, _: u64) -> Finish<T> {
+        unreachable!("dedup runs no closure")
     }
 }
+
+driven_stream!(StatefulDeduplicate<S, K>, Item = S::Item, per_event = Some(1), where
+    S: futures::Stream,
+    K: KeyExtractor<S::Item>);

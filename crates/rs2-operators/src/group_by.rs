@@ -16,7 +16,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::time::Sleep;
 
-use crate::keyed::{ceil_ms, spend, KeyedState};
+use crate::engine::{ceil_ms, KeyedState, YieldBudget};
 
 mod groups;
 
@@ -205,7 +205,7 @@ where
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let mut this = self.project();
         let core = this.core;
-        let mut budget = 0;
+        let mut budget = YieldBudget::default();
         loop {
             match std::mem::replace(this.step, Step::Idle) {
                 Step::Idle => {
@@ -325,7 +325,7 @@ where
                         } else {
                             core.index.grow(&key);
                         }
-                        if spend(&mut budget, cx) {
+                        if budget.spend(cx) {
                             return Poll::Pending;
                         }
                     }

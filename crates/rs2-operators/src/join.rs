@@ -13,7 +13,7 @@ use rs2_state_core::{KeyExtractor, StateAccess, StateConfig, StateError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::keyed::{EventKey, KeyedState, StateIo};
+use crate::engine::{EventKey, KeyedState, StateIo};
 
 /// Events of one side buffered under a key: (arrival time in ms, event), oldest first.
 type Buffer<E> = Vec<(u64, E)>;

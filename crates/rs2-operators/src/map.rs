@@ -8,7 +8,7 @@ use futures::Stream;
 use pin_project_lite::pin_project;
 use rs2_state_core::{KeyExtractor, StateAccess, StateConfig};
 
-use crate::keyed::KeyedState;
+use crate::engine::KeyedState;
 
 pin_project! {
     /// Stream returned by [`stateful_map_rs2`](crate::StatefulStreamExt::stateful_map_rs2).

@@ -9,8 +9,8 @@ use std::task::{ready, Context, Poll};
 use pin_project_lite::pin_project;
 use rs2_state_core::{StateAccess, StateConfig, StateResult};
 
-use crate::keyed::{EventKey, KeyedState};
-use crate::par::{KeyedPar, ParStart, ParStep, Turn};
+use crate::engine::{EventKey, KeyedState};
+use crate::engine::{KeyedPar, ParStart, ParStep, Turn};
 
 /// Stream returned by
 /// [`stateful_map_rs2_par`](crate::StatefulStreamExt::stateful_map_rs2_par).

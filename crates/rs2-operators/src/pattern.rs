@@ -10,8 +10,8 @@ use rs2_state_core::{KeyExtractor, StateAccess, StateConfig, StateError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::event_log::{LogError, LogWriter};
-use crate::keyed::{Change, EventKey, KeyedState, StateIo};
+use crate::engine::event_log::{LogError, LogWriter};
+use crate::engine::{Change, EventKey, KeyedState, StateIo};
 
 pin_project! {
     /// Stream returned by [`stateful_pattern_rs2`](crate::StatefulStreamExt::stateful_pattern_rs2).

@@ -10,7 +10,7 @@ use pin_project_lite::pin_project;
 use rs2_state_core::{KeyExtractor, StateAccess, StateConfig, StateError};
 use serde::{Deserialize, Serialize};
 
-use crate::keyed::{decode, replace_encoded, Change, InFlight, KeyedState, Landed};
+use crate::engine::{decode, replace_encoded, Change, InFlight, KeyedState, Landed};
 
 pin_project! {
     /// Stream returned by [`stateful_session_rs2`](crate::StatefulStreamExt::stateful_session_rs2).

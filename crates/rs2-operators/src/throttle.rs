@@ -1,19 +1,18 @@
 //! `stateful_throttle_rs2`: per key at most `rate_limit` events in any sliding window; the
 //! excess is dropped (and counted), never delayed.
 
-use std::pin::Pin;
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use futures::Stream;
 use pin_project_lite::pin_project;
 use rs2_state_core::{KeyExtractor, StateConfig, StateError};
+use rs2_state_memory::TypedTable;
 
-use crate::event_log::{keep_times_and_insert, TimeLog};
-use crate::keyed::{ceil_ms, spend};
-use crate::keyed::{Change, InFlight, KeyedState, Landed};
+use crate::engine::driver::{driven_stream, Driver, Emit, EventOp, Finish};
+use crate::engine::event_log::{keep_times_and_insert, TimeLog};
+use crate::engine::{ceil_ms, Change, EventKey, KeyedState, StateIo};
 
 pin_project! {
     /// Stream returned by
@@ -48,25 +47,19 @@ pin_project! {
     #[must_use = "streams do nothing unless polled"]
     pub struct StatefulThrottle<S: futures::Stream, K> {
         #[pin]
-        stream: S,
-        step: Step<S::Item>,
-        keyed: KeyedState,
-        key_extractor: K,
-        rate_limit: usize,
-        window_ms: u64,
-        dropped: DroppedCounter,
+        inner: Driver<S, K, Throttle<S::Item>>,
     }
 }
 
-enum Step<T> {
-    /// Waiting for the next event.
-    Idle,
-    /// Reading the key's recent times, and adding the event's if it is let through: the
-    /// result says whether it was.
-    Updating(InFlight<T, bool>),
-    /// An argument was invalid: report it, then end.
-    Invalid(StateError),
-    Done,
+/// The rule, and per key the times of its events let through within the window, ascending:
+/// typed in the operator's table when its store is private, else a `TimeLog` edited in place.
+struct Throttle<T> {
+    times: Option<TypedTable<VecDeque<u64>>>,
+    rate_limit: usize,
+    window_ms: u64,
+    dropped: DroppedCounter,
+    /// The event whose transition is running.
+    event: Option<T>,
 }
 
 /// A shared count of the events a [`StatefulThrottle`] dropped.
@@ -88,7 +81,7 @@ impl DroppedCounter {
     }
 }
 
-impl<S: Stream, K> StatefulThrottle<S, K> {
+impl<S: futures::Stream, K> StatefulThrottle<S, K> {
     pub(crate) fn new(
         stream: S,
         config: StateConfig,
@@ -96,36 +89,38 @@ impl<S: Stream, K> StatefulThrottle<S, K> {
         rate_limit: u32,
         window: Duration,
     ) -> Self {
-        let step = if rate_limit == 0 {
-            Step::Invalid(StateError::Validation(
+        let invalid = if rate_limit == 0 {
+            Some(StateError::Validation(
                 "throttle operator: rate_limit cannot be zero; pass the most events a key may \
                  have in one window (at least 1)"
                     .into(),
             ))
         } else if window.is_zero() {
-            Step::Invalid(StateError::Validation(
+            Some(StateError::Validation(
                 "throttle operator: window cannot be zero; pass the length of the sliding window \
                  (for example Duration::from_secs(60))"
                     .into(),
             ))
         } else {
-            Step::Idle
+            None
         };
-        Self {
-            stream,
-            step,
-            keyed: KeyedState::new(&config, "throttle"),
-            key_extractor,
+        let keyed = KeyedState::new(&config, "throttle");
+        let op = Throttle {
+            times: keyed.is_private().then(|| TypedTable::new(&config)),
             rate_limit: usize::try_from(rate_limit).unwrap_or(usize::MAX),
             window_ms: ceil_ms(window),
             dropped: DroppedCounter::default(),
+            event: None,
+        };
+        Self {
+            inner: Driver::new(stream, keyed, key_extractor, op, invalid),
         }
     }
 
     /// How many events this stream has dropped so far for exceeding their key's rate limit
     /// (`Err` items are not counted).
     pub fn dropped(&self) -> u64 {
-        self.dropped.get()
+        self.inner.op().dropped.get()
     }
 
     /// A handle on the dropped count that stays valid after the stream is moved or consumed.
@@ -146,88 +141,93 @@ impl<S: Stream, K> StatefulThrottle<S, K> {
     /// # }
     /// ```
     pub fn dropped_counter(&self) -> DroppedCounter {
-        self.dropped.clone()
+        self.inner.op().dropped.clone()
     }
 }
 
-impl<S, K> Stream for StatefulThrottle<S, K>
-where
-    S: Stream,
-    K: KeyExtractor<S::Item>,
-{
-    type Item = Result<S::Item, StateError>;
+/// Lets an event at `now` through the typed times if fewer than `rate_limit` of them are
+/// within `window_ms` of it (`|now - t| < window`: times from the future, written under a wall
+/// clock since set back, count too), recording its time.
+fn let_through(times: &mut VecDeque<u64>, now: u64, window_ms: u64, rate_limit: usize) -> bool {
+    while times
+        .front()
+        .is_some_and(|&t| t < now && now - t >= window_ms)
+    {
+        times.pop_front();
+    }
+    while times.back().is_some_and(|&t| t > now && t - now >= window_ms) {
+        times.pop_back();
+    }
+    if times.len() >= rate_limit {
+        return false;
+    }
+    let at = times.partition_point(|&t| t <= now);
+    times.insert(at, now);
+    true
+}
 
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let mut this = self.project();
-        let mut budget = 0;
-        loop {
-            match std::mem::replace(this.step, Step::Idle) {
-                Step::Idle => {
-                    let Some(event) = ready!(this.stream.as_mut().poll_next(cx)) else {
-                        *this.step = Step::Done;
-                        return Poll::Ready(None);
-                    };
-                    let mut key = match this.keyed.key_of(this.key_extractor, &event) {
-                        Ok(key) => key,
-                        Err(err) => return Poll::Ready(Some(Err(err))),
-                    };
-                    let now = this.keyed.now();
-                    let (rate_limit, window_ms) = (*this.rate_limit, *this.window_ms);
-                    let io = this
-                        .keyed
-                        .update_bytes(&mut key, now, move |key, bytes, existed| {
-                            let times = TimeLog::read(existed.then_some(&bytes[..]))
-                                .map_err(|e| e.for_key(key, "a throttle time log"))?;
-                            let within = times.within(now, window_ms);
-                            if within.len() >= rate_limit {
-                                return Ok((Change::Keep, false));
-                            }
-                            let at = times.insertion_point(within.clone(), now);
-                            keep_times_and_insert(bytes, within, at, now);
-                            Ok((Change::Store, true))
-                        });
-                    *this.step = Step::Updating(InFlight::new(event, key, now, io));
-                }
-                Step::Updating(update) => {
-                    let Landed { event, result, .. } = match update.poll(cx) {
-                        Ok(landed) => landed,
-                        Err(update) => {
-                            *this.step = Step::Updating(update);
-                            return Poll::Pending;
-                        }
-                    };
-                    match result {
-                        Ok(true) => return Poll::Ready(Some(Ok(event))),
-                        Err(err) => return Poll::Ready(Some(Err(err))),
-                        Ok(false) => {
-                            // Over the limit: dropped in place.
-                            this.dropped.add_one();
-                            if spend(&mut budget, cx) {
-                                return Poll::Pending;
-                            }
-                        }
+impl<T> EventOp<T> for Throttle<T> {
+    /// Whether the event is let through.
+    type Out = bool;
+    type Fut = std::future::Pending<()>;
+    type Item = T;
+
+    fn begin(
+        &mut self,
+        keyed: &mut KeyedState,
+        key: &mut EventKey,
+        now: u64,
+        event: T,
+    ) -> StateIo<bool> {
+        self.event = Some(event);
+        let (rate_limit, window_ms) = (self.rate_limit, self.window_ms);
+        if let Some(table) = &mut self.times {
+            let hash = table.hash(&key.storage_key);
+            let passed = match table.get_mut(hash, &key.storage_key, now) {
+                Some(times) => {
+                    let passed = let_through(times, now, window_ms, rate_limit);
+                    if passed {
+                        table.touch_write(hash, &key.storage_key, now);
                     }
+                    passed
                 }
-                Step::Invalid(err) => {
-                    *this.step = Step::Done;
-                    return Poll::Ready(Some(Err(err)));
+                None => {
+                    let times = VecDeque::from([now]);
+                    table.put(hash, &key.storage_key, now, times);
+                    true
                 }
-                Step::Done => {
-                    *this.step = Step::Done;
-                    return Poll::Ready(None);
-                }
+            };
+            return StateIo::ready(Ok(passed));
+        }
+        keyed.update_bytes(key, now, move |key, bytes, existed| {
+            let times = TimeLog::read(existed.then_some(&bytes[..]))
+                .map_err(|e| e.for_key(key, "a throttle time log"))?;
+            let within = times.within(now, window_ms);
+            if within.len() >= rate_limit {
+                return Ok((Change::Keep, false));
+            }
+            let at = times.insertion_point(within.clone(), now);
+            keep_times_and_insert(bytes, within, at, now);
+            Ok((Change::Store, true))
+        })
+    }
+
+    fn emit(&mut self, passed: bool, _key: &EventKey, _now: u64) -> Emit<T, Self::Fut> {
+        match self.event.take() {
+            Some(event) if passed => Emit::Item(event),
+            _ => {
+                // Over the limit: dropped in place.
+                self.dropped.add_one();
+                Emit::Skip
             }
         }
     }
 
-    fn size_hint(&self) -> (usize, Option<usize>) {
-        match self.step {
-            Step::Done => (0, Some(0)),
-            Step::Invalid(_) => (1, Some(1)),
-            _ => {
-                let (_, hi) = self.stream.size_hint();
-                (0, hi.and_then(|h| h.checked_add(1)))
-            }
-        }
+    fn finish(&mut self, (): (), _: &mut KeyedState, _: EventKey, _: u64) -> Finish<T> {
+        unreachable!("throttle runs no closure")
     }
 }
+
+driven_stream!(StatefulThrottle<S, K>, Item = S::Item, per_event = Some(1), where
+    S: futures::Stream,
+    K: KeyExtractor<S::Item>);

@@ -10,8 +10,10 @@ mod clock;
 mod create;
 mod recency;
 mod store;
+mod typed;
 mod value;
 
 pub use clock::StateClock;
 pub use create::CreateStorage;
 pub use store::{InMemoryState, TOUCH_INTERVAL_MS};
+pub use typed::TypedTable;

@@ -13,8 +13,8 @@ use rs2_state_core::{StateError, StateResult};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::event_log::{LogError, LogWriter};
-use crate::keyed::{Change, EventKey, KeyedState, StateIo};
+use crate::engine::event_log::{LogError, LogWriter};
+use crate::engine::{Change, EventKey, KeyedState, StateIo};
 
 /// Events per storage entry of a group buffer: appending an event reads and writes at most
 /// this many, so a long group costs O(1) per event, not O(group).

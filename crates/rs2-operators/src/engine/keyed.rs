@@ -56,6 +56,8 @@ pub(crate) struct KeyedState {
     storage: SharedStorage,
     /// The config's TTL, carried by every write to a store that is not in-process.
     ttl: Duration,
+    /// The store was made for this operator alone.
+    private: bool,
     /// `""` when the store is private to this operator, else `"{namespace}/{operator}:"`.
     prefix: String,
     clock: StateClock,
@@ -93,12 +95,29 @@ impl KeyedState {
         Self {
             storage,
             ttl: config.ttl,
+            private: prefix.is_empty(),
             prefix,
             clock,
             error,
             template,
             scratch: Vec::new(),
             spare_key: String::new(),
+        }
+    }
+
+    /// Whether this operator's store is private to it (an in-memory config): then nothing but
+    /// this operator reads or writes its namespace, and it may keep its state typed (see
+    /// `engine::own`).
+    pub fn is_private(&self) -> bool {
+        self.private
+    }
+
+    /// A `StateAccess` for the user's closure on user key `user_key` in this namespace (one
+    /// whose every call reports the error when the config is invalid).
+    pub fn access_for(&mut self, user_key: &str, now: u64) -> StateAccess {
+        match self.derived_key(user_key) {
+            Ok(key) => self.access(key, now),
+            Err(err) => Self::failed_access(err),
         }
     }
 
@@ -506,11 +525,11 @@ pub(crate) enum StateIo<T> {
 }
 
 impl<T> StateIo<T> {
-    fn ready(result: StateResult<T>) -> Self {
+    pub fn ready(result: StateResult<T>) -> Self {
         StateIo::Ready(Some(result))
     }
 
-    fn remote(fut: impl Future<Output = StateResult<T>> + Send + 'static) -> Self {
+    pub fn remote(fut: impl Future<Output = StateResult<T>> + Send + 'static) -> Self {
         StateIo::Remote(Box::pin(fut))
     }
 
@@ -608,23 +627,6 @@ impl<T, O> InFlight<T, O> {
             }),
             Poll::Pending => Err(self),
         }
-    }
-}
-
-/// Events an operator takes in without yielding an item before it returns `Pending` (after
-/// waking itself), so a long run of dropped or buffered events cannot hold the executor's
-/// thread for the whole of a ready input.
-pub(crate) const YIELD_BUDGET: u32 = 1024;
-
-/// Counts an event taken in without an item; `true` when the poll should yield.
-#[inline]
-pub(crate) fn spend(budget: &mut u32, cx: &mut Context<'_>) -> bool {
-    *budget += 1;
-    if *budget >= YIELD_BUDGET {
-        cx.waker().wake_by_ref();
-        true
-    } else {
-        false
     }
 }
 

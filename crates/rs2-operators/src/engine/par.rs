@@ -16,7 +16,7 @@ use futures::Stream;
 use pin_project_lite::pin_project;
 use rs2_state_core::{KeyExtractor, StateResult};
 
-use crate::keyed::{EventKey, KeyedState};
+use crate::engine::{EventKey, KeyedState};
 
 /// What a keyed-concurrency operator does with one event: the step type inside a
 /// [`KeyedPar`] ([`MapParStep`](crate::MapParStep), [`FilterParStep`](crate::FilterParStep),
