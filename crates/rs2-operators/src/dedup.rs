@@ -38,7 +38,7 @@ pin_project! {
     #[must_use = "streams do nothing unless polled"]
     pub struct StatefulDeduplicate<S: futures::Stream, K> {
         #[pin]
-        inner: Driver<S, K, Dedup<S::Item>>,
+        inner: Driver<S, K, Dedup<S::Item>, bool, std::future::Pending<()>>,
     }
 }
 
@@ -111,6 +111,6 @@ impl<T> EventOp<T> for Dedup<T> {
     }
 }
 
-driven_stream!(StatefulDeduplicate<S, K>, Item = S::Item, per_event = Some(1), where
+driven_stream!(StatefulDeduplicate<S, K>, impl<S, K>, Item = S::Item, per_event = Some(1), where
     S: futures::Stream,
     K: KeyExtractor<S::Item>);

@@ -1,15 +1,13 @@
 //! `stateful_pattern_rs2`: runs a detector over each key's last `pattern_size` events.
 
 use std::future::Future;
-use std::pin::Pin;
-use std::task::{ready, Context, Poll};
 
-use futures::Stream;
 use pin_project_lite::pin_project;
 use rs2_state_core::{KeyExtractor, StateAccess, StateConfig, StateError};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::engine::driver::{driven_stream, Driver, Emit, EventOp, Finish};
 use crate::engine::event_log::{LogError, LogWriter};
 use crate::engine::{Change, EventKey, KeyedState, StateIo};
 
@@ -42,36 +40,20 @@ pin_project! {
     #[must_use = "streams do nothing unless polled"]
     pub struct StatefulPattern<S: futures::Stream, K, F, Fut> {
         #[pin]
-        stream: S,
-        #[pin]
-        pending: Option<Fut>,
-        step: Step<S::Item>,
-        pattern_size: usize,
-        pattern_state: KeyedState,
-        user_state: KeyedState,
-        rings: LogWriter,
-        key_extractor: K,
-        f: F,
+        inner: Driver<S, K, Pattern<F>, Option<Vec<S::Item>>, Fut>,
     }
+}
+
+/// The rule and the closure.
+struct Pattern<F> {
+    pattern_size: usize,
+    user_state: KeyedState,
+    rings: LogWriter,
+    f: F,
 }
 
 /// Tag of a stored ring (see `event_log`): a key's last events, oldest first.
 const RING_TAG: u8 = 0x70;
-
-enum Step<T> {
-    Idle,
-    /// Invalid arguments: report them, then end.
-    Invalid(StateError),
-    Done,
-    /// Adding an event to its key's last events; then they go to the closure, if there are
-    /// `pattern_size` of them.
-    Updating {
-        key: EventKey,
-        now: u64,
-        io: StateIo<Option<Vec<T>>>,
-    },
-    Running,
-}
 
 /// Adds `event` to the key's stored last events, edited in place in `bytes` (`existed`: the
 /// key had some), keeping the last `size`; returns them once there are `size`. On an error
@@ -108,7 +90,7 @@ fn push<T: Serialize + DeserializeOwned>(
     Ok((Change::Store, Some(window)))
 }
 
-impl<S: Stream, K, F, Fut> StatefulPattern<S, K, F, Fut> {
+impl<S: futures::Stream, K, F, Fut> StatefulPattern<S, K, F, Fut> {
     pub(crate) fn new(
         stream: S,
         config: StateConfig,
@@ -116,103 +98,67 @@ impl<S: Stream, K, F, Fut> StatefulPattern<S, K, F, Fut> {
         pattern_size: usize,
         f: F,
     ) -> Self {
-        let step = if pattern_size == 0 {
-            Step::Invalid(StateError::Validation(
-                "pattern operator: pattern_size must be at least 1 (got 0)".into(),
-            ))
-        } else {
-            Step::Idle
-        };
-        Self {
-            stream,
-            pending: None,
-            step,
+        let invalid = (pattern_size == 0).then(|| {
+            StateError::Validation("pattern operator: pattern_size must be at least 1 (got 0)".into())
+        });
+        let op = Pattern {
             pattern_size,
-            pattern_state: KeyedState::new(&config, "pattern"),
             user_state: KeyedState::new(&config, "pattern.user"),
             rings: LogWriter::new(RING_TAG),
-            key_extractor,
             f,
+        };
+        let keyed = KeyedState::new(&config, "pattern");
+        Self {
+            inner: Driver::new(stream, keyed, key_extractor, op, invalid),
         }
     }
 }
 
-impl<S, K, F, Fut, R> Stream for StatefulPattern<S, K, F, Fut>
+impl<T, F, Fut, R> EventOp<T> for Pattern<F>
 where
-    S: Stream,
+    T: Serialize + DeserializeOwned + Send + 'static,
+    F: FnMut(Vec<T>, StateAccess) -> Fut,
+    Fut: Future<Output = Option<R>>,
+{
+    /// The key's last `pattern_size` events, once it has that many.
+    type Out = Option<Vec<T>>;
+    type Fut = Fut;
+    type Item = R;
+
+    fn begin(
+        &mut self,
+        keyed: &mut KeyedState,
+        key: &mut EventKey,
+        now: u64,
+        event: T,
+    ) -> StateIo<Option<Vec<T>>> {
+        let (rings, size) = (self.rings, self.pattern_size);
+        keyed.update_bytes(key, now, move |key, bytes, existed| {
+            push(rings, size, bytes, existed, event).map_err(|e| e.for_events::<T>(key))
+        })
+    }
+
+    fn emit(&mut self, events: Option<Vec<T>>, key: &EventKey, now: u64) -> Emit<R, Fut> {
+        match events {
+            Some(events) => {
+                let access = self.user_state.access_for(key.user_key(), now);
+                Emit::Run((self.f)(events, access))
+            }
+            None => Emit::Skip,
+        }
+    }
+
+    fn finish(&mut self, out: Option<R>, _: &mut KeyedState, _: EventKey, _: u64) -> Finish<R> {
+        match out {
+            Some(r) => Finish::Item(r),
+            None => Finish::Skip,
+        }
+    }
+}
+
+driven_stream!(StatefulPattern<S, K, F, Fut>, impl<S, K, F, Fut, R>, Item = R, per_event = Some(1), where
+    S: futures::Stream,
     S::Item: Serialize + DeserializeOwned + Send + 'static,
     K: KeyExtractor<S::Item>,
     F: FnMut(Vec<S::Item>, StateAccess) -> Fut,
-    Fut: Future<Output = Option<R>>,
-{
-    type Item = Result<R, StateError>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let mut this = self.project();
-        loop {
-            match std::mem::replace(this.step, Step::Idle) {
-                Step::Invalid(err) => {
-                    *this.step = Step::Done;
-                    return Poll::Ready(Some(Err(err)));
-                }
-                Step::Done => {
-                    *this.step = Step::Done;
-                    return Poll::Ready(None);
-                }
-                Step::Idle => {
-                    let Some(event) = ready!(this.stream.as_mut().poll_next(cx)) else {
-                        *this.step = Step::Done;
-                        return Poll::Ready(None);
-                    };
-                    let mut key = match this.pattern_state.key_of(this.key_extractor, &event) {
-                        Ok(key) => key,
-                        Err(err) => return Poll::Ready(Some(Err(err))),
-                    };
-                    let now = this.pattern_state.now();
-                    let (size, rings) = (*this.pattern_size, *this.rings);
-                    let update = move |key: &str, bytes: &mut Vec<u8>, existed: bool| {
-                        push(rings, size, bytes, existed, event)
-                            .map_err(|e| e.for_events::<S::Item>(key))
-                    };
-                    let io = this.pattern_state.update_bytes(&mut key, now, update);
-                    *this.step = Step::Updating { key, now, io };
-                }
-                Step::Updating { key, now, mut io } => {
-                    let window = match Pin::new(&mut io).poll(cx) {
-                        Poll::Pending => {
-                            *this.step = Step::Updating { key, now, io };
-                            return Poll::Pending;
-                        }
-                        Poll::Ready(Err(err)) => return Poll::Ready(Some(Err(err))),
-                        Poll::Ready(Ok(window)) => window,
-                    };
-                    let Some(window) = window else {
-                        continue;
-                    };
-                    let access = match this.user_state.derived_key(key.user_key()) {
-                        Ok(user_key) => this.user_state.access(user_key, now),
-                        Err(err) => KeyedState::failed_access(err),
-                    };
-                    this.pending.set(Some((this.f)(window, access)));
-                    *this.step = Step::Running;
-                }
-                Step::Running => {
-                    let Some(fut) = this.pending.as_mut().as_pin_mut() else {
-                        continue;
-                    };
-                    let out = match fut.poll(cx) {
-                        Poll::Pending => {
-                            *this.step = Step::Running;
-                            return Poll::Pending;
-                        }
-                        Poll::Ready(out) => out,
-                    };
-                    this.pending.set(None);
-                    if let Some(out) = out {
-                        return Poll::Ready(Some(Ok(out)));
-                    }
-                }
-            }
-        }
-    }
-}
+    Fut: Future<Output = Option<R>>);

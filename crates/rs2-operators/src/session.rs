@@ -1,16 +1,15 @@
 //! `stateful_session_rs2`: tells the closure whether each event starts a new session of its key.
 
 use std::future::Future;
-use std::pin::Pin;
-use std::task::{ready, Context, Poll};
 use std::time::Duration;
 
-use futures::Stream;
 use pin_project_lite::pin_project;
-use rs2_state_core::{KeyExtractor, StateAccess, StateConfig, StateError};
+use rs2_state_core::{KeyExtractor, StateAccess, StateConfig};
 use serde::{Deserialize, Serialize};
 
-use crate::engine::{decode, replace_encoded, Change, InFlight, KeyedState, Landed};
+use crate::engine::driver::{driven_stream, Driver, Emit, EventOp, Finish};
+use crate::engine::own::OwnState;
+use crate::engine::{Change, EventKey, KeyedState, StateIo};
 
 pin_project! {
     /// Stream returned by [`stateful_session_rs2`](crate::StatefulStreamExt::stateful_session_rs2).
@@ -37,34 +36,28 @@ pin_project! {
     #[must_use = "streams do nothing unless polled"]
     pub struct StatefulSession<S: futures::Stream, K, F, Fut> {
         #[pin]
-        stream: S,
-        #[pin]
-        pending: Option<Fut>,
-        step: Step<S::Item>,
-        timeout_ms: u64,
-        session_state: KeyedState,
-        user_state: KeyedState,
-        key_extractor: K,
-        f: F,
+        inner: Driver<S, K, Session<S::Item, F>, bool, Fut>,
     }
 }
 
 /// A key's session, as stored.
-#[derive(Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
 struct SessionState {
     /// When the key's last event was seen, in the operator clock's milliseconds.
     last_seen_ms: u64,
 }
 
-enum Step<T> {
-    Idle,
-    /// Reading the key's last-seen time and writing this event's, in one read-modify-write;
-    /// its result says whether the event starts a session.
-    Updating(InFlight<T, bool>),
-    Running,
+/// The rule and the closure.
+struct Session<T, F> {
+    last_seen: OwnState<SessionState>,
+    user_state: KeyedState,
+    timeout_ms: u64,
+    f: F,
+    /// The event whose transition is running.
+    event: Option<T>,
 }
 
-impl<S: Stream, K, F, Fut> StatefulSession<S, K, F, Fut> {
+impl<S: futures::Stream, K, F, Fut> StatefulSession<S, K, F, Fut> {
     pub(crate) fn new(
         stream: S,
         config: StateConfig,
@@ -72,104 +65,61 @@ impl<S: Stream, K, F, Fut> StatefulSession<S, K, F, Fut> {
         timeout: Duration,
         f: F,
     ) -> Self {
-        Self {
-            stream,
-            pending: None,
-            step: Step::Idle,
-            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
-            session_state: KeyedState::new(&config, "session"),
+        let keyed = KeyedState::new(&config, "session");
+        let op = Session {
+            last_seen: OwnState::new(&config, &keyed),
             user_state: KeyedState::new(&config, "session.user"),
-            key_extractor,
+            timeout_ms: u64::try_from(timeout.as_millis()).unwrap_or(u64::MAX),
             f,
+            event: None,
+        };
+        Self {
+            inner: Driver::new(stream, keyed, key_extractor, op, None),
         }
     }
 }
 
-impl<S, K, F, Fut, R> Stream for StatefulSession<S, K, F, Fut>
+impl<T, F, Fut, R> EventOp<T> for Session<T, F>
 where
-    S: Stream,
-    K: KeyExtractor<S::Item>,
-    F: FnMut(S::Item, bool, StateAccess) -> Fut,
+    F: FnMut(T, bool, StateAccess) -> Fut,
     Fut: Future<Output = R>,
 {
-    type Item = Result<R, StateError>;
+    /// Whether the event starts a session.
+    type Out = bool;
+    type Fut = Fut;
+    type Item = R;
 
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let mut this = self.project();
-        loop {
-            let landed = match std::mem::replace(this.step, Step::Idle) {
-                Step::Idle => {
-                    let Some(event) = ready!(this.stream.as_mut().poll_next(cx)) else {
-                        return Poll::Ready(None);
-                    };
-                    let mut key = match this.session_state.key_of(this.key_extractor, &event) {
-                        Ok(key) => key,
-                        Err(err) => return Poll::Ready(Some(Err(err))),
-                    };
-                    let now = this.session_state.now();
-                    let timeout_ms = *this.timeout_ms;
-                    let io = this.session_state.update_bytes(
-                        &mut key,
-                        now,
-                        move |key, bytes, existed| {
-                            let is_new = if existed {
-                                let last: SessionState = decode(key, bytes)?;
-                                now.saturating_sub(last.last_seen_ms) > timeout_ms
-                            } else {
-                                true
-                            };
-                            replace_encoded(key, bytes, &SessionState { last_seen_ms: now })?;
-                            Ok((Change::Store, is_new))
-                        },
-                    );
-                    // An in-process store has answered already: go on without a round trip
-                    // through `step`.
-                    match InFlight::new(event, key, now, io).try_land() {
-                        Ok(landed) => landed,
-                        Err(update) => {
-                            *this.step = Step::Updating(update);
-                            continue;
-                        }
-                    }
-                }
-                Step::Updating(update) => match update.poll(cx) {
-                    Ok(landed) => landed,
-                    Err(update) => {
-                        *this.step = Step::Updating(update);
-                        return Poll::Pending;
-                    }
-                },
-                Step::Running => {
-                    let Some(fut) = this.pending.as_mut().as_pin_mut() else {
-                        continue;
-                    };
-                    let out = match fut.poll(cx) {
-                        Poll::Pending => {
-                            *this.step = Step::Running;
-                            return Poll::Pending;
-                        }
-                        Poll::Ready(out) => out,
-                    };
-                    this.pending.set(None);
-                    return Poll::Ready(Some(Ok(out)));
-                }
-            };
-            let Landed {
-                event,
-                key,
-                now,
-                result,
-            } = landed;
-            let is_new = match result {
-                Ok(is_new) => is_new,
-                Err(err) => return Poll::Ready(Some(Err(err))),
-            };
-            let access = match this.user_state.derived_key(key.user_key()) {
-                Ok(user_key) => this.user_state.access(user_key, now),
-                Err(err) => KeyedState::failed_access(err),
-            };
-            this.pending.set(Some((this.f)(event, is_new, access)));
-            *this.step = Step::Running;
-        }
+    fn begin(
+        &mut self,
+        keyed: &mut KeyedState,
+        key: &mut EventKey,
+        now: u64,
+        event: T,
+    ) -> StateIo<bool> {
+        self.event = Some(event);
+        let timeout_ms = self.timeout_ms;
+        self.last_seen.transition(keyed, key, now, move |state| {
+            let is_new = state.is_none_or(|s| now.saturating_sub(s.last_seen_ms) > timeout_ms);
+            *state = Some(SessionState { last_seen_ms: now });
+            Ok((Change::Store, is_new))
+        })
+    }
+
+    fn emit(&mut self, is_new: bool, key: &EventKey, now: u64) -> Emit<R, Fut> {
+        let Some(event) = self.event.take() else {
+            return Emit::Skip;
+        };
+        let access = self.user_state.access_for(key.user_key(), now);
+        Emit::Run((self.f)(event, is_new, access))
+    }
+
+    fn finish(&mut self, out: R, _: &mut KeyedState, _: EventKey, _: u64) -> Finish<R> {
+        Finish::Item(out)
     }
 }
+
+driven_stream!(StatefulSession<S, K, F, Fut>, impl<S, K, F, Fut, R>, Item = R, per_event = Some(1), where
+    S: futures::Stream,
+    K: KeyExtractor<S::Item>,
+    F: FnMut(S::Item, bool, StateAccess) -> Fut,
+    Fut: Future<Output = R>);

@@ -47,7 +47,7 @@ pin_project! {
     #[must_use = "streams do nothing unless polled"]
     pub struct StatefulThrottle<S: futures::Stream, K> {
         #[pin]
-        inner: Driver<S, K, Throttle<S::Item>>,
+        inner: Driver<S, K, Throttle<S::Item>, bool, std::future::Pending<()>>,
     }
 }
 
@@ -228,6 +228,6 @@ impl<T> EventOp<T> for Throttle<T> {
     }
 }
 
-driven_stream!(StatefulThrottle<S, K>, Item = S::Item, per_event = Some(1), where
+driven_stream!(StatefulThrottle<S, K>, impl<S, K>, Item = S::Item, per_event = Some(1), where
     S: futures::Stream,
     K: KeyExtractor<S::Item>);

@@ -3,16 +3,15 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::future::Future;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{ready, Context, Poll};
 
-use futures::Stream;
 use pin_project_lite::pin_project;
 use rs2_state_core::{KeyExtractor, StateAccess, StateConfig, StateError};
+use rs2_state_memory::TypedTable;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
+use crate::engine::driver::{driven_stream, Driver, Emit, EventOp, Finish};
 use crate::engine::event_log::{LogError, LogWriter};
 use crate::engine::{Change, EventKey, KeyedState, StateIo};
 
@@ -38,10 +37,12 @@ pin_project! {
     /// **State.** A key's open buffer (the events of its next window, plus a count of events
     /// still to skip when hopping) lives in the configured storage (namespace `window`), so TTL,
     /// `max_size` and custom backends apply: a buffer that expired or was evicted starts again
-    /// empty. A buffer that becomes empty is removed from storage. Each event costs one
-    /// read-modify-write of its key's buffer that encodes only this event: in an in-process
-    /// store its encoding is appended to the stored bytes in place (a remote store gets the
-    /// whole buffer back), and the buffer's events are decoded only when they form a window.
+    /// empty. A buffer that becomes empty is removed from storage. With an in-memory config
+    /// the store is the operator's own, and buffers are kept as typed `Vec`s of events (nothing
+    /// is encoded; a tumbling window is handed to the closure without copying). In a custom
+    /// store each event costs one read-modify-write of its key's buffer (under the key's lock,
+    /// so pipelines sharing the store lose no event) that encodes only this event, and the
+    /// buffer's events are decoded only when they form a window.
     /// A buffer this
     /// operator did not write itself (an earlier pipeline's, on a durable store) is decoded in
     /// full once, to check it, before it is added to. When the input ends,
@@ -70,21 +71,28 @@ pin_project! {
     #[must_use = "streams do nothing unless polled"]
     pub struct StatefulWindow<S: futures::Stream, K, F, Fut> {
         #[pin]
-        stream: S,
-        #[pin]
-        pending: Option<Fut>,
-        step: Step<S::Item>,
-        spec: Spec,
-        window_state: KeyedState,
-        user_state: KeyedState,
-        buffers: LogWriter,
-        open: OpenKeys,
-        // Keys whose partial windows are still to be emitted (end of input).
-        drain: VecDeque<Arc<str>>,
-        input_done: bool,
-        key_extractor: K,
-        f: F,
+        inner: Driver<S, K, Window<S::Item, F>, Advanced<S::Item>, Fut>,
     }
+}
+
+/// The rule, the buffers' index and the closure.
+struct Window<T, F> {
+    spec: Spec,
+    /// The buffers, typed, when the store is private.
+    typed: Option<TypedTable<TypedBuffer<T>>>,
+    buffers: LogWriter,
+    open: OpenKeys,
+    /// Keys whose partial windows are still to be emitted (end of input).
+    drain: Option<VecDeque<Arc<str>>>,
+    user_state: KeyedState,
+    f: F,
+}
+
+/// A key's open buffer in the operator's own table.
+struct TypedBuffer<T> {
+    /// Events still to drop before the next window starts (hopping).
+    skip: u64,
+    events: Vec<T>,
 }
 
 /// Window size and slide, both at least 1.
@@ -275,21 +283,63 @@ impl OpenKeys {
     }
 }
 
-enum Step<T> {
-    Idle,
-    /// Invalid arguments: report them, then end.
-    Invalid(StateError),
-    /// Adding an event to its key's buffer, or at end of input taking a key's partial window
-    /// out of storage; then the window, if any, goes to the closure.
-    Updating {
-        key: EventKey,
-        now: u64,
-        io: StateIo<Advanced<T>>,
-    },
-    Running,
+impl Spec {
+    /// [`advance`](Self::advance) on a typed buffer (`None`: the key has none); the same rule.
+    fn advance_typed<T: Clone>(
+        self,
+        buf: &mut Option<TypedBuffer<T>>,
+        event: T,
+    ) -> (Change, Advanced<T>) {
+        let b = buf.get_or_insert_with(|| TypedBuffer {
+            skip: 0,
+            events: Vec::new(),
+        });
+        let count = b.events.len();
+        if b.skip > 0 {
+            b.skip -= 1;
+            let change = if b.skip == 0 && count == 0 {
+                Change::Remove
+            } else {
+                Change::Store
+            };
+            return (change, Advanced::new(None, IndexChange::Unchanged));
+        }
+        if count + 1 < self.size {
+            if b.events.capacity() == 0 {
+                b.events.reserve_exact(self.size);
+            }
+            b.events.push(event);
+            let index = if count > 0 {
+                IndexChange::Unchanged
+            } else {
+                IndexChange::Opened
+            };
+            return (Change::Store, Advanced::new(None, index));
+        }
+        // The event completes a window (a typed buffer never holds more than `size - 1`).
+        let mut window = std::mem::replace(&mut b.events, Vec::with_capacity(self.size));
+        window.push(event);
+        if self.slide < self.size {
+            b.events.extend_from_slice(&window[self.slide..]);
+        } else {
+            b.skip = (self.slide - self.size) as u64;
+        }
+        let next_count = b.events.len();
+        let change = if b.skip == 0 && next_count == 0 {
+            Change::Remove
+        } else {
+            Change::Store
+        };
+        let index = match (count > 0, next_count > 0) {
+            (false, true) => IndexChange::Opened,
+            (true, false) => IndexChange::Closed,
+            _ => IndexChange::Unchanged,
+        };
+        (change, Advanced::new(Some(window), index))
+    }
 }
 
-impl<S: Stream, K, F, Fut> StatefulWindow<S, K, F, Fut> {
+impl<S: futures::Stream, K, F, Fut> StatefulWindow<S, K, F, Fut> {
     pub(crate) fn new(
         stream: S,
         config: StateConfig,
@@ -300,145 +350,138 @@ impl<S: Stream, K, F, Fut> StatefulWindow<S, K, F, Fut> {
         f: F,
     ) -> Self {
         let slide = slide_size.unwrap_or(window_size);
-        let step = if window_size == 0 {
-            Step::Invalid(StateError::Validation(
+        let invalid = if window_size == 0 {
+            Some(StateError::Validation(
                 "window operator: window_size must be at least 1 (got 0)".into(),
             ))
         } else if slide == 0 {
-            Step::Invalid(StateError::Validation(
+            Some(StateError::Validation(
                 "window operator: slide_size must be at least 1 (got Some(0)); use None for \
                  tumbling windows"
                     .into(),
             ))
         } else {
-            Step::Idle
+            None
         };
-        Self {
-            stream,
-            pending: None,
-            step,
+        let keyed = KeyedState::new(&config, "window");
+        let op = Window {
             spec: Spec {
                 size: window_size.max(1),
                 slide: slide.max(1),
             },
-            window_state: KeyedState::new(&config, "window"),
-            user_state: KeyedState::new(&config, "window.user"),
+            typed: keyed.is_private().then(|| TypedTable::new(&config)),
             buffers: LogWriter::new(BUFFER_TAG),
             open: OpenKeys::new(emit_partial, config.max_size),
-            drain: VecDeque::new(),
-            input_done: false,
-            key_extractor,
+            drain: None,
+            user_state: KeyedState::new(&config, "window.user"),
             f,
+        };
+        Self {
+            inner: Driver::new(stream, keyed, key_extractor, op, invalid),
         }
     }
 }
 
-impl<S, K, F, Fut, R> Stream for StatefulWindow<S, K, F, Fut>
+impl<T, F, Fut, R> EventOp<T> for Window<T, F>
 where
-    S: Stream,
+    T: Serialize + DeserializeOwned + Clone + Send + 'static,
+    F: FnMut(Vec<T>, StateAccess) -> Fut,
+    Fut: Future<Output = R>,
+{
+    type Out = Advanced<T>;
+    type Fut = Fut;
+    type Item = R;
+
+    fn begin(
+        &mut self,
+        keyed: &mut KeyedState,
+        key: &mut EventKey,
+        now: u64,
+        event: T,
+    ) -> StateIo<Advanced<T>> {
+        let spec = self.spec;
+        if let Some(table) = &mut self.typed {
+            let k = &key.storage_key;
+            let hash = table.hash(k);
+            let mut buf = table.take(hash, k, now);
+            let had = buf.is_some();
+            let (change, advanced) = spec.advance_typed(&mut buf, event);
+            match (change, buf) {
+                (Change::Store, Some(buf)) => table.put(hash, k, now, buf),
+                (Change::Keep, Some(buf)) if had => table.restore(hash, k, buf),
+                _ => {
+                    table.remove(hash, k);
+                }
+            }
+            return StateIo::ready(Ok(advanced));
+        }
+        let buffers = self.buffers;
+        keyed.update_bytes(key, now, move |key, bytes, existed| {
+            spec.advance(buffers, bytes, existed, event)
+                .map_err(|e| e.for_events::<T>(key))
+        })
+    }
+
+    fn emit(&mut self, advanced: Advanced<T>, key: &EventKey, now: u64) -> Emit<R, Fut> {
+        self.open.apply(key.user_key(), advanced.change);
+        match advanced.window {
+            Some(window) => {
+                let access = self.user_state.access_for(key.user_key(), now);
+                Emit::Run((self.f)(window, access))
+            }
+            None => Emit::Skip,
+        }
+    }
+
+    fn finish(&mut self, out: R, _: &mut KeyedState, _: EventKey, _: u64) -> Finish<R> {
+        Finish::Item(out)
+    }
+
+    fn side_error(&mut self) -> Option<StateError> {
+        let key = self.open.untracked.pop_front()?;
+        Some(StateError::Storage(format!(
+            "key '{key}': more than max_size ({}) keys have open windows, so this key's partial \
+             window will not be emitted at end of input; raise max_size to track more keys",
+            self.open.cap
+        )))
+    }
+
+    fn next_flush(&mut self) -> Option<Arc<str>> {
+        self.drain
+            .get_or_insert_with(|| self.open.take_in_order())
+            .pop_front()
+    }
+
+    fn begin_flush(
+        &mut self,
+        keyed: &mut KeyedState,
+        key: &mut EventKey,
+        now: u64,
+    ) -> StateIo<Advanced<T>> {
+        if let Some(table) = &mut self.typed {
+            let k = &key.storage_key;
+            let hash = table.hash(k);
+            let window = match table.get_mut(hash, k, now) {
+                Some(buf) if !buf.events.is_empty() => {
+                    let window = std::mem::take(&mut buf.events);
+                    table.remove(hash, k);
+                    Some(window)
+                }
+                // Expired, evicted or emptied meanwhile: nothing to emit.
+                _ => None,
+            };
+            return StateIo::ready(Ok(Advanced::new(window, IndexChange::Unchanged)));
+        }
+        let buffers = self.buffers;
+        keyed.update_bytes(key, now, move |key, bytes, existed| {
+            take_partial(buffers, bytes, existed).map_err(|e| e.for_events::<T>(key))
+        })
+    }
+}
+
+driven_stream!(StatefulWindow<S, K, F, Fut>, impl<S, K, F, Fut, R>, Item = R, per_event = Some(1), where
+    S: futures::Stream,
     S::Item: Serialize + DeserializeOwned + Clone + Send + 'static,
     K: KeyExtractor<S::Item>,
     F: FnMut(Vec<S::Item>, StateAccess) -> Fut,
-    Fut: Future<Output = R>,
-{
-    type Item = Result<R, StateError>;
-
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let mut this = self.project();
-        loop {
-            match std::mem::replace(this.step, Step::Idle) {
-                Step::Invalid(err) => {
-                    *this.input_done = true;
-                    this.drain.clear();
-                    return Poll::Ready(Some(Err(err)));
-                }
-                Step::Idle if !this.open.untracked.is_empty() => {
-                    if let Some(key) = this.open.untracked.pop_front() {
-                        return Poll::Ready(Some(Err(StateError::Storage(format!(
-                            "key '{key}': more than max_size ({}) keys have open windows, so \
-                             this key's partial window will not be emitted at end of input; \
-                             raise max_size to track more keys",
-                            this.open.cap
-                        )))));
-                    }
-                }
-                Step::Idle if !*this.input_done => {
-                    let Some(event) = ready!(this.stream.as_mut().poll_next(cx)) else {
-                        *this.input_done = true;
-                        *this.drain = this.open.take_in_order();
-                        continue;
-                    };
-                    let mut key = match this.window_state.key_of(this.key_extractor, &event) {
-                        Ok(key) => key,
-                        Err(err) => return Poll::Ready(Some(Err(err))),
-                    };
-                    let now = this.window_state.now();
-                    let (spec, buffers) = (*this.spec, *this.buffers);
-                    let io = this.window_state.update_bytes(
-                        &mut key,
-                        now,
-                        move |key, bytes, existed| {
-                            spec.advance(buffers, bytes, existed, event)
-                                .map_err(|e| e.for_events::<S::Item>(key))
-                        },
-                    );
-                    *this.step = Step::Updating { key, now, io };
-                }
-                Step::Idle => {
-                    let Some(user_key) = this.drain.pop_front() else {
-                        return Poll::Ready(None);
-                    };
-                    let mut key = match this.window_state.derived_key(&user_key) {
-                        Ok(key) => key,
-                        Err(err) => return Poll::Ready(Some(Err(err))),
-                    };
-                    let now = this.window_state.now();
-                    let buffers = *this.buffers;
-                    let io = this.window_state.update_bytes(
-                        &mut key,
-                        now,
-                        move |key, bytes, existed| {
-                            take_partial(buffers, bytes, existed)
-                                .map_err(|e| e.for_events::<S::Item>(key))
-                        },
-                    );
-                    *this.step = Step::Updating { key, now, io };
-                }
-                Step::Updating { key, now, mut io } => {
-                    let advanced = match Pin::new(&mut io).poll(cx) {
-                        Poll::Pending => {
-                            *this.step = Step::Updating { key, now, io };
-                            return Poll::Pending;
-                        }
-                        Poll::Ready(Err(err)) => return Poll::Ready(Some(Err(err))),
-                        Poll::Ready(Ok(advanced)) => advanced,
-                    };
-                    this.open.apply(key.user_key(), advanced.change);
-                    let Some(window) = advanced.window else {
-                        continue;
-                    };
-                    let access = match this.user_state.derived_key(key.user_key()) {
-                        Ok(user_key) => this.user_state.access(user_key, now),
-                        Err(err) => KeyedState::failed_access(err),
-                    };
-                    this.pending.set(Some((this.f)(window, access)));
-                    *this.step = Step::Running;
-                }
-                Step::Running => {
-                    let Some(fut) = this.pending.as_mut().as_pin_mut() else {
-                        continue;
-                    };
-                    let out = match fut.poll(cx) {
-                        Poll::Pending => {
-                            *this.step = Step::Running;
-                            return Poll::Pending;
-                        }
-                        Poll::Ready(out) => out,
-                    };
-                    this.pending.set(None);
-                    return Poll::Ready(Some(Ok(out)));
-                }
-            }
-        }
-    }
-}
+    Fut: Future<Output = R>);

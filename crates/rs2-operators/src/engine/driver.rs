@@ -33,8 +33,11 @@ pub(crate) enum Emit<R, Fut> {
 pub(crate) enum Finish<R> {
     /// Yield `Ok(R)`.
     Item(R),
-    /// Yield `Ok(R)` once this write of the operator's state has landed (`Err` if it failed).
-    Save(StateIo<()>, R),
+    /// Yield nothing for this event.
+    Skip,
+    /// Wait for this write of the operator's state, then yield the operator's
+    /// [`saved`](EventOp::saved) item (or the write's error).
+    Save(StateIo<()>),
 }
 
 /// A per-event operator, run by [`Driver`].
@@ -68,6 +71,11 @@ pub(crate) trait EventOp<T> {
         now: u64,
     ) -> Finish<Self::Item>;
 
+    /// The item to yield once a [`Finish::Save`] write has landed.
+    fn saved(&mut self) -> Option<Self::Item> {
+        None
+    }
+
     /// An error to yield before taking the next event (the default: none).
     fn side_error(&mut self) -> Option<StateError> {
         None
@@ -96,13 +104,14 @@ pub(crate) trait EventOp<T> {
 
 pin_project! {
     /// Runs the per-event operator `Op` over `stream`; yields `Ok` items and `Err` items for
-    /// the events whose state failed (the stream goes on with the next event).
-    pub(crate) struct Driver<S: Stream, K, Op: EventOp<S::Item>> {
+    /// the events whose state failed (the stream goes on with the next event). `O` and `Fut`
+    /// are `Op`'s `Out` and `Fut` (named here so the operators' stream types need no bounds).
+    pub(crate) struct Driver<S, K, Op, O, Fut> {
         #[pin]
         stream: S,
         #[pin]
-        running: Option<Op::Fut>,
-        phase: Phase<Op::Out, Op::Item>,
+        running: Option<Fut>,
+        phase: Phase<O>,
         keyed: KeyedState,
         key_extractor: K,
         op: Op,
@@ -110,7 +119,7 @@ pin_project! {
     }
 }
 
-enum Phase<O, R> {
+enum Phase<O> {
     /// Waiting for the next event (or, once the input ended, the next flush).
     Idle,
     /// The event's transition is in flight (a store that is not in-process).
@@ -118,13 +127,13 @@ enum Phase<O, R> {
     /// The user's closure is running.
     Running { key: EventKey, now: u64 },
     /// The closure's result is being saved.
-    Saving { io: StateIo<()>, item: R },
+    Saving { io: StateIo<()> },
     /// The operator's arguments were invalid: report it, then end.
     Invalid(StateError),
     Done,
 }
 
-impl<S: Stream, K, Op: EventOp<S::Item>> Driver<S, K, Op> {
+impl<S: Stream, K, Op, O, Fut> Driver<S, K, Op, O, Fut> {
     /// Runs `op` over `stream`, keying events with `key_extractor`; `invalid` is an argument
     /// error to yield (alone) instead of reading the input.
     pub fn new(
@@ -175,11 +184,12 @@ impl<S: Stream, K, Op: EventOp<S::Item>> Driver<S, K, Op> {
     }
 }
 
-impl<S, K, Op> Driver<S, K, Op>
+impl<S, K, Op, O, Fut> Driver<S, K, Op, O, Fut>
 where
     S: Stream,
     K: KeyExtractor<S::Item>,
-    Op: EventOp<S::Item>,
+    Op: EventOp<S::Item, Out = O, Fut = Fut>,
+    Fut: Future,
 {
     /// `poll_next` of the operator's stream.
     pub fn poll_driver(
@@ -260,16 +270,28 @@ where
                     this.running.set(None);
                     match this.op.finish(output, this.keyed, key, now) {
                         Finish::Item(item) => return Poll::Ready(Some(Ok(item))),
-                        Finish::Save(io, item) => {
-                            *this.phase = Phase::Saving { io, item };
+                        Finish::Skip => {
+                            if budget.spend(cx) {
+                                return Poll::Pending;
+                            }
+                            continue;
+                        }
+                        Finish::Save(io) => {
+                            *this.phase = Phase::Saving { io };
                             continue;
                         }
                     }
                 }
-                Phase::Saving { mut io, item } => match Pin::new(&mut io).poll(cx) {
-                    Poll::Ready(result) => return Poll::Ready(Some(result.map(|()| item))),
+                Phase::Saving { mut io } => match Pin::new(&mut io).poll(cx) {
+                    Poll::Ready(result) => {
+                        return Poll::Ready(Some(result.and_then(|()| {
+                            this.op.saved().ok_or_else(|| {
+                                StateError::Storage("operator lost its saved item".into())
+                            })
+                        })))
+                    }
                     Poll::Pending => {
-                        *this.phase = Phase::Saving { io, item };
+                        *this.phase = Phase::Saving { io };
                         return Poll::Pending;
                     }
                 },
@@ -294,11 +316,7 @@ where
     }
 }
 
-impl<S, K, Op> std::fmt::Debug for Driver<S, K, Op>
-where
-    S: Stream + std::fmt::Debug,
-    Op: EventOp<S::Item>,
-{
+impl<S: std::fmt::Debug, K, Op, O, Fut> std::fmt::Debug for Driver<S, K, Op, O, Fut> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let phase = match &self.phase {
             Phase::Idle => "idle",
@@ -316,18 +334,17 @@ where
     }
 }
 
-/// Whether a driver's stream has ended (for the operators' `FusedStream`).
-pub(crate) fn terminated<S: Stream, K, Op: EventOp<S::Item>>(driver: &Driver<S, K, Op>) -> bool {
-    driver.is_done()
-}
 
 /// Implements `Stream`, `FusedStream` and `Debug` (when the input stream is `Debug`) for an
 /// operator's public stream type: a `pin_project` wrapper whose field `inner` is a [`Driver`]
 /// and whose input stream type parameter is `S`. `per_event` bounds the items per input event
 /// (`None`: unbounded) for `size_hint`.
 macro_rules! driven_stream {
-    ($name:ident < $($g:ident),* >, Item = $item:ty, per_event = $per:expr, where $($bounds:tt)*) => {
-        impl<$($g),*> futures::Stream for $name<$($g),*>
+    (
+        $name:ident < $($sg:ident),* >, impl < $($g:ident),* >,
+        Item = $item:ty, per_event = $per:expr, where $($bounds:tt)*
+    ) => {
+        impl<$($g),*> futures::Stream for $name<$($sg),*>
         where
             $($bounds)*
         {
@@ -345,19 +362,18 @@ macro_rules! driven_stream {
             }
         }
 
-        impl<$($g),*> futures::stream::FusedStream for $name<$($g),*>
+        impl<$($g),*> futures::stream::FusedStream for $name<$($sg),*>
         where
             $($bounds)*
         {
             fn is_terminated(&self) -> bool {
-                $crate::engine::driver::terminated(&self.inner)
+                self.inner.is_done()
             }
         }
 
-        impl<$($g),*> std::fmt::Debug for $name<$($g),*>
+        impl<$($sg),*> std::fmt::Debug for $name<$($sg),*>
         where
-            $($bounds)*,
-            S: std::fmt::Debug,
+            S: futures::Stream + std::fmt::Debug,
         {
             fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
                 f.debug_struct(stringify!($name))
