@@ -1,17 +1,15 @@
-//! The engine behind fold and reduce: load a key's value, combine it with the event through
+//! The operator behind fold and reduce: load a key's value, combine it with the event through
 //! the user's closure, store the result, emit it.
 
 use std::future::Future;
-use std::pin::Pin;
-use std::task::{ready, Context, Poll};
 
-use futures::Stream;
-use pin_project_lite::pin_project;
-use rs2_state_core::{KeyExtractor, StateAccess, StateConfig, StateError};
+use rs2_state_core::{StateAccess, StateConfig};
+use rs2_state_memory::TypedTable;
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use crate::engine::{EventKey, InFlight, KeyedState, Landed, Loaded, StateIo};
+use crate::engine::driver::{Emit, EventOp, Finish};
+use crate::engine::{EventKey, KeyedState, Loaded, StateIo};
 
 /// How an accumulating operator starts on an event, given the key's stored value.
 pub trait Seed<T, A> {
@@ -20,158 +18,134 @@ pub trait Seed<T, A> {
     fn start(&self, stored: Option<A>, event: T) -> Result<(A, T), A>;
 }
 
-pin_project! {
-    /// The stream behind [`StatefulFold`](crate::StatefulFold) and
-    /// [`StatefulReduce`](crate::StatefulReduce): per key, load the stored value, combine it
-    /// with the event, store the result and yield it.
-    ///
-    /// The stored value lives in the configured storage (namespace `fold` or `reduce`), so TTL
-    /// and `max_size` apply: a key whose value expired or was evicted starts again. The closure
-    /// also gets a [`StateAccess`] for the key's own user state (namespace `fold.user` or
-    /// `reduce.user`, separate from the stored value).
-    ///
-    /// An `Err` item reports a failure for that event (invalid config, key extraction, backend,
-    /// or a stored value that cannot be decoded, which is left untouched); the stream goes on
-    /// with the next event.
-    #[must_use = "streams do nothing unless polled"]
-    pub struct Accumulate<S: futures::Stream, K, F, Fut, A, Sd> {
-        #[pin]
-        stream: S,
-        #[pin]
-        pending: Option<Fut>,
-        step: Step<S::Item, A>,
-        acc_state: KeyedState,
-        user_state: KeyedState,
-        key_extractor: K,
-        seed: Sd,
-        f: F,
-    }
+/// The per-event operator behind [`StatefulFold`](crate::StatefulFold) and
+/// [`StatefulReduce`](crate::StatefulReduce) (their docs state the rules).
+///
+/// With a private store the values stay typed in the operator's table: an event takes its
+/// key's value out, the closure gets it by value, and the result is put back (no encoding,
+/// no lock). In a shared store the value is read under the key's lock, which the save after
+/// the closure releases, so pipelines sharing the store apply their events one at a time.
+pub(crate) struct Accumulate<T, F, A, Sd> {
+    values: Option<TypedTable<A>>,
+    user_state: KeyedState,
+    seed: Sd,
+    f: F,
+    /// The event whose value is being read.
+    event: Option<T>,
+    /// The value being saved, yielded once the save landed.
+    saved: Option<A>,
 }
 
-enum Step<T, A> {
-    Idle,
-    Loading(InFlight<T, Loaded<A>>),
-    Running { key: EventKey, now: u64 },
-    Saving { value: A, io: StateIo<()> },
-}
-
-impl<S: Stream, K, F, Fut, A, Sd> Accumulate<S, K, F, Fut, A, Sd> {
-    pub(crate) fn new(
-        stream: S,
-        config: StateConfig,
-        op: &'static str,
-        key_extractor: K,
-        seed: Sd,
-        f: F,
-    ) -> Self {
+impl<T, F, A, Sd> Accumulate<T, F, A, Sd> {
+    /// The operator `op` (`"fold"` or `"reduce"`; its closure's state is `"{op}.user"`) whose
+    /// own state is `keyed`.
+    pub fn new(config: &StateConfig, op: &str, keyed: &KeyedState, seed: Sd, f: F) -> Self {
         Self {
-            stream,
-            pending: None,
-            step: Step::Idle,
-            acc_state: KeyedState::new(&config, op),
-            user_state: KeyedState::new(&config, &format!("{op}.user")),
-            key_extractor,
+            values: keyed.is_private().then(|| TypedTable::new(config)),
+            user_state: KeyedState::new(config, &format!("{op}.user")),
             seed,
             f,
+            event: None,
+            saved: None,
         }
     }
 }
 
-impl<S, K, F, Fut, A, Sd> Stream for Accumulate<S, K, F, Fut, A, Sd>
+impl<T, F, Fut, A, Sd> EventOp<T> for Accumulate<T, F, A, Sd>
 where
-    S: Stream,
-    Sd: Seed<S::Item, A>,
-    K: KeyExtractor<S::Item>,
-    F: FnMut(A, S::Item, StateAccess) -> Fut,
+    Sd: Seed<T, A>,
+    F: FnMut(A, T, StateAccess) -> Fut,
     Fut: Future<Output = A>,
     A: Clone + Serialize + DeserializeOwned + Send + 'static,
 {
-    type Item = Result<A, StateError>;
+    type Out = Loaded<A>;
+    type Fut = Fut;
+    type Item = A;
 
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        let mut this = self.project();
-        loop {
-            let landed = match std::mem::replace(this.step, Step::Idle) {
-                Step::Idle => {
-                    let Some(event) = ready!(this.stream.as_mut().poll_next(cx)) else {
-                        return Poll::Ready(None);
-                    };
-                    // An in-process store has read already: go on without a round trip
-                    // through `step`.
-                    match this.acc_state.begin(this.key_extractor, event) {
-                        Ok(load) => match load.try_land() {
-                            Ok(landed) => landed,
-                            Err(load) => {
-                                *this.step = Step::Loading(load);
-                                continue;
-                            }
-                        },
-                        Err(err) => return Poll::Ready(Some(Err(err))),
-                    }
-                }
-                Step::Loading(load) => match load.poll(cx) {
-                    Ok(landed) => landed,
-                    Err(load) => {
-                        *this.step = Step::Loading(load);
-                        return Poll::Pending;
-                    }
-                },
-                Step::Running { mut key, now } => {
-                    // Running is only entered with the closure's future set.
-                    let Some(fut) = this.pending.as_mut().as_pin_mut() else {
-                        continue;
-                    };
-                    let value = match fut.poll(cx) {
-                        Poll::Pending => {
-                            *this.step = Step::Running { key, now };
-                            return Poll::Pending;
-                        }
-                        Poll::Ready(value) => value,
-                    };
-                    this.pending.set(None);
-                    let io = this.acc_state.save(&mut key, &value, now);
-                    match io.into_ready() {
-                        Ok(result) => return Poll::Ready(Some(result.map(|()| value))),
-                        Err(io) => *this.step = Step::Saving { value, io },
-                    }
-                    continue;
-                }
-                Step::Saving { value, mut io } => match Pin::new(&mut io).poll(cx) {
-                    Poll::Pending => {
-                        *this.step = Step::Saving { value, io };
-                        return Poll::Pending;
-                    }
-                    Poll::Ready(result) => return Poll::Ready(Some(result.map(|()| value))),
-                },
+    fn begin(
+        &mut self,
+        keyed: &mut KeyedState,
+        key: &mut EventKey,
+        now: u64,
+        event: T,
+    ) -> StateIo<Loaded<A>> {
+        self.event = Some(event);
+        match &mut self.values {
+            Some(table) => {
+                let hash = table.hash(&key.storage_key);
+                key.hash = Some(hash);
+                let value = table.take(hash, &key.storage_key, now);
+                StateIo::ready(Ok(Loaded { value, lock: None }))
+            }
+            None => keyed.load_for_update(key, now),
+        }
+    }
+
+    fn emit(
+        &mut self,
+        loaded: Loaded<A>,
+        keyed: &mut KeyedState,
+        key: &mut EventKey,
+        now: u64,
+    ) -> Emit<A, Fut> {
+        let Some(event) = self.event.take() else {
+            return Emit::Skip;
+        };
+        match self.seed.start(loaded.value, event) {
+            Ok((acc, event)) => {
+                let access = self.user_state.access_for(key.user_key(), now);
+                Emit::Run((self.f)(acc, event, access))
+            }
+            // Reduce's first event: stored and yielded as it is.
+            Err(value) => match self.store(value, keyed, key, now) {
+                Finish::Item(value) => Emit::Item(value),
+                Finish::Save(io) => Emit::Save(io),
+                Finish::Err(err) => Emit::Err(err),
+                Finish::Skip => Emit::Skip,
+            },
+        }
+    }
+
+    fn finish(
+        &mut self,
+        value: A,
+        keyed: &mut KeyedState,
+        mut key: EventKey,
+        now: u64,
+    ) -> Finish<A> {
+        self.store(value, keyed, &mut key, now)
+    }
+
+    fn saved(&mut self) -> Option<A> {
+        self.saved.take()
+    }
+}
+
+impl<T, F, A: Clone + Serialize, Sd> Accumulate<T, F, A, Sd> {
+    /// Stores the key's new value and yields it (once the save landed).
+    fn store(
+        &mut self,
+        value: A,
+        keyed: &mut KeyedState,
+        key: &mut EventKey,
+        now: u64,
+    ) -> Finish<A> {
+        if let Some(table) = &mut self.values {
+            let hash = match key.hash {
+                Some(hash) => hash,
+                None => table.hash(&key.storage_key),
             };
-            let Landed {
-                event,
-                mut key,
-                now,
-                result,
-            } = landed;
-            let stored = match result {
-                Ok(Loaded { value, lock }) => {
-                    // Held until the save below releases it (a store that is not in-process).
-                    key.lock = lock;
-                    value
-                }
-                Err(err) => return Poll::Ready(Some(Err(err))),
-            };
-            let (acc, event) = match this.seed.start(stored, event) {
-                Ok(start) => start,
-                Err(value) => {
-                    let io = this.acc_state.save(&mut key, &value, now);
-                    *this.step = Step::Saving { value, io };
-                    continue;
-                }
-            };
-            let access = match this.user_state.derived_key(key.user_key()) {
-                Ok(user_key) => this.user_state.access(user_key, now),
-                Err(err) => KeyedState::failed_access(err),
-            };
-            this.pending.set(Some((this.f)(acc, event, access)));
-            *this.step = Step::Running { key, now };
+            table.put(hash, &key.storage_key, now, value.clone());
+            return Finish::Item(value);
+        }
+        let io = keyed.save(key, &value, now);
+        match io.into_ready() {
+            Ok(Ok(())) => Finish::Item(value),
+            Ok(Err(err)) => Finish::Err(err),
+            Err(io) => {
+                self.saved = Some(value);
+                Finish::Save(io)
+            }
         }
     }
 }

@@ -87,18 +87,25 @@ impl<T> EventOp<T> for Dedup<T> {
     ) -> StateIo<bool> {
         self.event = Some(event);
         let ttl_ms = self.ttl_ms;
-        self.opened_at.transition(keyed, key, now, move |opened_at| {
-            // `abs_diff`: a marker from the future (a durable store written under a wall clock
-            // that has since been set back) holds for at most `ttl` too.
-            if opened_at.is_some_and(|at| now.abs_diff(at) < ttl_ms) {
-                return Ok((Change::Keep, false));
-            }
-            *opened_at = Some(now);
-            Ok((Change::Store, true))
-        })
+        self.opened_at
+            .transition(keyed, key, now, move |opened_at| {
+                // `abs_diff`: a marker from the future (a durable store written under a wall clock
+                // that has since been set back) holds for at most `ttl` too.
+                if opened_at.is_some_and(|at| now.abs_diff(at) < ttl_ms) {
+                    return Ok((Change::Keep, false));
+                }
+                *opened_at = Some(now);
+                Ok((Change::Store, true))
+            })
     }
 
-    fn emit(&mut self, let_through: bool, _key: &EventKey, _now: u64) -> Emit<T, Self::Fut> {
+    fn emit(
+        &mut self,
+        let_through: bool,
+        _keyed: &mut KeyedState,
+        _key: &mut EventKey,
+        _now: u64,
+    ) -> Emit<T, Self::Fut> {
         match self.event.take() {
             Some(event) if let_through => Emit::Item(event),
             // A repeat within the window: dropped in place.

@@ -119,7 +119,7 @@ pub trait StatefulStreamExt: Stream {
         Fut: Future<Output = A>,
         A: Clone + Serialize + DeserializeOwned + Send + 'static,
     {
-        StatefulFold::new(self, config, "fold", key_extractor, FoldSeed(initial), f)
+        StatefulFold::new(self, config, key_extractor, initial, f)
     }
 
     /// Reduces each key's events: the first seeds the key's running value, later ones are
@@ -153,7 +153,7 @@ pub trait StatefulStreamExt: Stream {
         Fut: Future<Output = Self::Item>,
         Self::Item: Serialize + DeserializeOwned + Send + 'static,
     {
-        StatefulReduce::new(self, config, "reduce", key_extractor, ReduceSeed, f)
+        StatefulReduce::new(self, config, key_extractor, f)
     }
 
     /// Joins this stream with `other` by key: each event meets every event of the other input

@@ -1,15 +1,59 @@
 //! `stateful_fold_rs2`: a per-key accumulator, emitted after every event.
 
+use std::future::Future;
+
+use pin_project_lite::pin_project;
+use rs2_state_core::{KeyExtractor, StateAccess, StateConfig};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
 use crate::accumulate::{Accumulate, Seed};
+use crate::engine::driver::{driven_stream, Driver};
+use crate::engine::{KeyedState, Loaded};
 use crate::{AccumulateParStep, KeyedPar};
 
-/// Stream returned by [`stateful_fold_rs2`](crate::StatefulStreamExt::stateful_fold_rs2).
-///
-/// Each key's accumulator starts as a clone of `initial`; for each event the closure gets the
-/// accumulator, the event and a [`StateAccess`](rs2_state_core::StateAccess), and the key's
-/// updated accumulator is stored and yielded as `Ok`. See [`Accumulate`] for storage, expiry
-/// and error items.
-pub type StatefulFold<S, K, F, Fut, A> = Accumulate<S, K, F, Fut, A, FoldSeed<A>>;
+pin_project! {
+    /// Stream returned by [`stateful_fold_rs2`](crate::StatefulStreamExt::stateful_fold_rs2).
+    ///
+    /// Each key's accumulator starts as a clone of `initial`; for each event the closure gets
+    /// the accumulator, the event and a [`StateAccess`] for the key's own user state
+    /// (namespace `fold.user`, separate from the accumulator), and the key's updated
+    /// accumulator is stored and yielded as `Ok`.
+    ///
+    /// **State.** The accumulators live in the configured storage (namespace `fold`), so TTL
+    /// and `max_size` apply: a key whose accumulator expired or was evicted starts again from
+    /// `initial`. With an in-memory config the store is the operator's own and accumulators
+    /// stay typed in it (no encoding, no lock). In a custom store an event reads its key's
+    /// accumulator under the key's lock and the save after the closure releases it, so
+    /// pipelines (or processes, with a store whose `lock_key` is server-held) sharing the store
+    /// apply their events one at a time and counts never drift.
+    ///
+    /// **Errors.** An `Err` item reports a failure for that event (invalid config, key
+    /// extraction, backend, or a stored accumulator that cannot be decoded, which is left
+    /// untouched); the stream goes on with the next event.
+    #[must_use = "streams do nothing unless polled"]
+    pub struct StatefulFold<S: futures::Stream, K, F, Fut, A> {
+        #[pin]
+        inner: Driver<S, K, Accumulate<S::Item, F, A, FoldSeed<A>>, Loaded<A>, Fut>,
+    }
+}
+
+impl<S: futures::Stream, K, F, Fut, A> StatefulFold<S, K, F, Fut, A> {
+    pub(crate) fn new(stream: S, config: StateConfig, key_extractor: K, initial: A, f: F) -> Self {
+        let keyed = KeyedState::new(&config, "fold");
+        let op = Accumulate::new(&config, "fold", &keyed, FoldSeed(initial), f);
+        Self {
+            inner: Driver::new(stream, keyed, key_extractor, op, None),
+        }
+    }
+}
+
+driven_stream!(StatefulFold<S, K, F, Fut, A>, impl<S, K, F, Fut, A>, Item = A, per_event = Some(1), where
+    S: futures::Stream,
+    K: KeyExtractor<S::Item>,
+    F: FnMut(A, S::Item, StateAccess) -> Fut,
+    Fut: Future<Output = A>,
+    A: Clone + Serialize + DeserializeOwned + Send + 'static);
 
 /// Stream returned by
 /// [`stateful_fold_rs2_par`](crate::StatefulStreamExt::stateful_fold_rs2_par).

@@ -99,7 +99,9 @@ impl<S: futures::Stream, K, F, Fut> StatefulPattern<S, K, F, Fut> {
         f: F,
     ) -> Self {
         let invalid = (pattern_size == 0).then(|| {
-            StateError::Validation("pattern operator: pattern_size must be at least 1 (got 0)".into())
+            StateError::Validation(
+                "pattern operator: pattern_size must be at least 1 (got 0)".into(),
+            )
         });
         let op = Pattern {
             pattern_size,
@@ -138,7 +140,13 @@ where
         })
     }
 
-    fn emit(&mut self, events: Option<Vec<T>>, key: &EventKey, now: u64) -> Emit<R, Fut> {
+    fn emit(
+        &mut self,
+        events: Option<Vec<T>>,
+        _keyed: &mut KeyedState,
+        key: &mut EventKey,
+        now: u64,
+    ) -> Emit<R, Fut> {
         match events {
             Some(events) => {
                 let access = self.user_state.access_for(key.user_key(), now);

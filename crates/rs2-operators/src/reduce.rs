@@ -1,15 +1,51 @@
 //! `stateful_reduce_rs2`: a per-key running value seeded by the key's first event.
 
+use std::future::Future;
+
+use pin_project_lite::pin_project;
+use rs2_state_core::{KeyExtractor, StateAccess, StateConfig};
+use serde::de::DeserializeOwned;
+use serde::Serialize;
+
 use crate::accumulate::{Accumulate, Seed};
+use crate::engine::driver::{driven_stream, Driver};
+use crate::engine::{KeyedState, Loaded};
 use crate::{AccumulateParStep, KeyedPar};
 
-/// Stream returned by [`stateful_reduce_rs2`](crate::StatefulStreamExt::stateful_reduce_rs2).
-///
-/// A key's first event (or its first after its value expired or was evicted) becomes its
-/// running value and is yielded as is; each later event is combined with the running value by
-/// the closure, and the result is stored and yielded as `Ok`. See [`Accumulate`] for storage,
-/// expiry and error items.
-pub type StatefulReduce<S, K, F, Fut, T> = Accumulate<S, K, F, Fut, T, ReduceSeed>;
+pin_project! {
+    /// Stream returned by [`stateful_reduce_rs2`](crate::StatefulStreamExt::stateful_reduce_rs2).
+    ///
+    /// A key's first event (or its first after its value expired or was evicted) becomes its
+    /// running value and is yielded as is; each later event is combined with the running value
+    /// by the closure (which also gets a [`StateAccess`] for the key's own user state, namespace
+    /// `reduce.user`), and the result is stored and yielded as `Ok`.
+    ///
+    /// **State** and **errors** as [`StatefulFold`](crate::StatefulFold)'s (namespace
+    /// `reduce`): typed in the operator's own table with an in-memory config; in a custom store
+    /// each event's read-combine-write runs under the key's lock.
+    #[must_use = "streams do nothing unless polled"]
+    pub struct StatefulReduce<S: futures::Stream, K, F, Fut, T> {
+        #[pin]
+        inner: Driver<S, K, Accumulate<S::Item, F, T, ReduceSeed>, Loaded<T>, Fut>,
+    }
+}
+
+impl<S: futures::Stream, K, F, Fut, T> StatefulReduce<S, K, F, Fut, T> {
+    pub(crate) fn new(stream: S, config: StateConfig, key_extractor: K, f: F) -> Self {
+        let keyed = KeyedState::new(&config, "reduce");
+        let op = Accumulate::new(&config, "reduce", &keyed, ReduceSeed, f);
+        Self {
+            inner: Driver::new(stream, keyed, key_extractor, op, None),
+        }
+    }
+}
+
+driven_stream!(StatefulReduce<S, K, F, Fut, T>, impl<S, K, F, Fut, T>, Item = T, per_event = Some(1), where
+    S: futures::Stream<Item = T>,
+    K: KeyExtractor<T>,
+    F: FnMut(T, T, StateAccess) -> Fut,
+    Fut: Future<Output = T>,
+    T: Clone + Serialize + DeserializeOwned + Send + 'static);
 
 /// Stream returned by
 /// [`stateful_reduce_rs2_par`](crate::StatefulStreamExt::stateful_reduce_rs2_par).

@@ -105,7 +105,13 @@ where
         })
     }
 
-    fn emit(&mut self, is_new: bool, key: &EventKey, now: u64) -> Emit<R, Fut> {
+    fn emit(
+        &mut self,
+        is_new: bool,
+        _keyed: &mut KeyedState,
+        key: &mut EventKey,
+        now: u64,
+    ) -> Emit<R, Fut> {
         let Some(event) = self.event.take() else {
             return Emit::Skip;
         };

@@ -155,7 +155,10 @@ fn let_through(times: &mut VecDeque<u64>, now: u64, window_ms: u64, rate_limit: 
     {
         times.pop_front();
     }
-    while times.back().is_some_and(|&t| t > now && t - now >= window_ms) {
+    while times
+        .back()
+        .is_some_and(|&t| t > now && t - now >= window_ms)
+    {
         times.pop_back();
     }
     if times.len() >= rate_limit {
@@ -212,7 +215,13 @@ impl<T> EventOp<T> for Throttle<T> {
         })
     }
 
-    fn emit(&mut self, passed: bool, _key: &EventKey, _now: u64) -> Emit<T, Self::Fut> {
+    fn emit(
+        &mut self,
+        passed: bool,
+        _keyed: &mut KeyedState,
+        _key: &mut EventKey,
+        _now: u64,
+    ) -> Emit<T, Self::Fut> {
         match self.event.take() {
             Some(event) if passed => Emit::Item(event),
             _ => {

@@ -422,7 +422,13 @@ where
         })
     }
 
-    fn emit(&mut self, advanced: Advanced<T>, key: &EventKey, now: u64) -> Emit<R, Fut> {
+    fn emit(
+        &mut self,
+        advanced: Advanced<T>,
+        _keyed: &mut KeyedState,
+        key: &mut EventKey,
+        now: u64,
+    ) -> Emit<R, Fut> {
         self.open.apply(key.user_key(), advanced.change);
         match advanced.window {
             Some(window) => {

@@ -255,7 +255,11 @@ mod tests {
         t.put(h, "k", 0, 1);
         assert_eq!(t.get_mut(h, "k", 99).copied(), Some(1));
         t.put(h, "k", 50, 2);
-        assert_eq!(t.get_mut(h, "k", 149).copied(), Some(2), "reads do not extend");
+        assert_eq!(
+            t.get_mut(h, "k", 149).copied(),
+            Some(2),
+            "reads do not extend"
+        );
         assert_eq!(t.get_mut(h, "k", 150), None);
         assert_eq!(t.take(h, "k", 150), None);
         // Cleanup drops it from memory.
@@ -274,7 +278,11 @@ mod tests {
         assert!(t.get_mut(ha, "a", 1).is_some());
         t.put(t.hash("d"), "d", 1, 3);
         assert_eq!(t.len(), 3);
-        assert_eq!(t.get_mut(t.hash("b"), "b", 1), None, "b was least recently used");
+        assert_eq!(
+            t.get_mut(t.hash("b"), "b", 1),
+            None,
+            "b was least recently used"
+        );
         assert!(t.get_mut(ha, "a", 1).is_some());
     }
 
@@ -311,7 +319,10 @@ mod tests {
             let key = format!("k{}", x % 64);
             let now = step / 4;
             let h = t.hash(&key);
-            let live = model.get(&key).filter(|(_, exp)| now < *exp).map(|(v, _)| *v);
+            let live = model
+                .get(&key)
+                .filter(|(_, exp)| now < *exp)
+                .map(|(v, _)| *v);
             match x % 3 {
                 0 => {
                     t.put(h, &key, now, step as u32);

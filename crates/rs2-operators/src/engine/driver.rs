@@ -27,6 +27,11 @@ pub(crate) enum Emit<R, Fut> {
     Skip,
     /// Run the user's closure; [`EventOp::finish`] gets its output.
     Run(Fut),
+    /// Wait for this write of the operator's state, then yield the operator's
+    /// [`saved`](EventOp::saved) item (or the write's error).
+    Save(StateIo<()>),
+    /// Yield this error for the event.
+    Err(StateError),
 }
 
 /// What the closure's output makes of an event.
@@ -38,6 +43,8 @@ pub(crate) enum Finish<R> {
     /// Wait for this write of the operator's state, then yield the operator's
     /// [`saved`](EventOp::saved) item (or the write's error).
     Save(StateIo<()>),
+    /// Yield this error for the event.
+    Err(StateError),
 }
 
 /// A per-event operator, run by [`Driver`].
@@ -59,10 +66,17 @@ pub(crate) trait EventOp<T> {
         event: T,
     ) -> StateIo<Self::Out>;
 
-    /// What the finished transition makes of the event.
-    fn emit(&mut self, out: Self::Out, key: &EventKey, now: u64) -> Emit<Self::Item, Self::Fut>;
+    /// What the finished transition makes of the event (`keyed` is the operator's own state,
+    /// for a write the event makes without a closure).
+    fn emit(
+        &mut self,
+        out: Self::Out,
+        keyed: &mut KeyedState,
+        key: &mut EventKey,
+        now: u64,
+    ) -> Emit<Self::Item, Self::Fut>;
 
-    /// What the closure's output makes of the event. The default yields it as it is.
+    /// What the closure's output makes of the event.
     fn finish(
         &mut self,
         output: <Self::Fut as Future>::Output,
@@ -123,11 +137,20 @@ enum Phase<O> {
     /// Waiting for the next event (or, once the input ended, the next flush).
     Idle,
     /// The event's transition is in flight (a store that is not in-process).
-    Transition { key: EventKey, now: u64, io: StateIo<O> },
+    Transition {
+        key: EventKey,
+        now: u64,
+        io: StateIo<O>,
+    },
     /// The user's closure is running.
-    Running { key: EventKey, now: u64 },
+    Running {
+        key: EventKey,
+        now: u64,
+    },
     /// The closure's result is being saved.
-    Saving { io: StateIo<()> },
+    Saving {
+        io: StateIo<()>,
+    },
     /// The operator's arguments were invalid: report it, then end.
     Invalid(StateError),
     Done,
@@ -199,7 +222,7 @@ where
         let mut this = self.project();
         let mut budget = YieldBudget::default();
         loop {
-            let (key, now, out) = match std::mem::replace(this.phase, Phase::Idle) {
+            let (mut key, now, out) = match std::mem::replace(this.phase, Phase::Idle) {
                 Phase::Done => {
                     *this.phase = Phase::Done;
                     return Poll::Ready(None);
@@ -270,6 +293,7 @@ where
                     this.running.set(None);
                     match this.op.finish(output, this.keyed, key, now) {
                         Finish::Item(item) => return Poll::Ready(Some(Ok(item))),
+                        Finish::Err(err) => return Poll::Ready(Some(Err(err))),
                         Finish::Skip => {
                             if budget.spend(cx) {
                                 return Poll::Pending;
@@ -300,8 +324,10 @@ where
                 Ok(out) => out,
                 Err(err) => return Poll::Ready(Some(Err(err))),
             };
-            match this.op.emit(out, &key, now) {
+            match this.op.emit(out, this.keyed, &mut key, now) {
                 Emit::Item(item) => return Poll::Ready(Some(Ok(item))),
+                Emit::Err(err) => return Poll::Ready(Some(Err(err))),
+                Emit::Save(io) => *this.phase = Phase::Saving { io },
                 Emit::Skip => {
                     if budget.spend(cx) {
                         return Poll::Pending;
@@ -333,7 +359,6 @@ impl<S: std::fmt::Debug, K, Op, O, Fut> std::fmt::Debug for Driver<S, K, Op, O, 
             .finish_non_exhaustive()
     }
 }
-
 
 /// Implements `Stream`, `FusedStream` and `Debug` (when the input stream is `Debug`) for an
 /// operator's public stream type: a `pin_project` wrapper whose field `inner` is a [`Driver`]

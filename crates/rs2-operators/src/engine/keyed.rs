@@ -175,19 +175,6 @@ impl KeyedState {
         Ok(EventKey::new(storage_key, self.prefix.len()))
     }
 
-    /// Takes an event: extracts its key and starts reading the key's state for an update (see
-    /// [`load_for_update`](Self::load_for_update)).
-    pub fn begin<T, K, S>(&mut self, extractor: &K, event: T) -> StateResult<InFlight<T, Loaded<S>>>
-    where
-        K: KeyExtractor<T>,
-        S: DeserializeOwned + Send + 'static,
-    {
-        let mut key = self.key_of(extractor, &event)?;
-        let now = self.now();
-        let io = self.load_for_update(&mut key, now);
-        Ok(InFlight::new(event, key, now, io))
-    }
-
     /// Reads the operator's own state for `key` to write it back after an `await` (a fold's
     /// closure): in a store that is not in-process, first takes the key's lock
     /// ([`StateStorage::lock_key`](rs2_state_core::StateStorage::lock_key)), which the caller

@@ -18,8 +18,8 @@ pub(crate) mod budget;
 pub(crate) mod driver;
 pub(crate) mod event_log;
 pub(crate) mod keyed;
-pub(crate) mod par;
 pub(crate) mod own;
+pub(crate) mod par;
 
 pub(crate) use budget::YieldBudget;
 pub(crate) use keyed::*;

@@ -31,11 +31,6 @@ impl<V> OwnState<V> {
             table: keyed.is_private().then(|| TypedTable::new(config)),
         }
     }
-
-    /// The typed table, when the store is private.
-    pub fn table(&mut self) -> Option<&mut TypedTable<V>> {
-        self.table.as_mut()
-    }
 }
 
 impl<V: Serialize + DeserializeOwned + Send + 'static> OwnState<V> {
