@@ -88,10 +88,13 @@ where
         key: &mut EventKey,
         now: u64,
     ) -> Emit<A, Fut> {
+        let Loaded { value, lock } = loaded;
+        // Held until the save after the closure releases it (a store that is not in-process).
+        key.lock = lock;
         let Some(event) = self.event.take() else {
             return Emit::Skip;
         };
-        match self.seed.start(loaded.value, event) {
+        match self.seed.start(value, event) {
             Ok((acc, event)) => {
                 let access = self.user_state.access_for(key.user_key(), now);
                 Emit::Run((self.f)(acc, event, access))

@@ -125,13 +125,19 @@ where
         let ttl_ms = u64::try_from(config.ttl.as_millis()).unwrap_or(u64::MAX);
         let ttl_guard = ttl_ms.saturating_sub((ttl_ms / 10).clamp(1, 1000));
         let due_after_ms = group_timeout.map_or(ttl_guard, |t| ceil_ms(t).min(ttl_guard));
+        let groups = KeyedState::new(&config, "group_by");
         Self {
             stream,
             pending: None,
             timer: None,
             step,
             core: Core {
-                groups: KeyedState::new(&config, "group_by"),
+                instance: if groups.is_private() {
+                    String::new()
+                } else {
+                    groups::instance_tag()
+                },
+                groups,
                 user_state: KeyedState::new(&config, "group_by.user"),
                 index: OpenGroups::default(),
                 parked: None,

@@ -48,6 +48,9 @@ pub(super) struct Core<T> {
     pub(super) armed_for: Option<u64>,
     /// Buffer for building chunk keys.
     pub(super) key_buf: String,
+    /// What sets this operator's entries apart from another's in a shared store (empty in a
+    /// private one): see [`instance_tag`].
+    pub(super) instance: String,
     /// Reader and writer of the group entries (event logs).
     pub(super) entry_log: LogWriter,
 }
@@ -220,10 +223,29 @@ pub(super) fn event_not_grouped(err: StateError, key: &str) -> StateError {
 
 pub(super) fn group_missing(key: &str, len: usize, chunk: usize) -> StateError {
     StateError::Storage(format!(
-        "key '{key}': group of {len} event(s) is lost: its storage entry '{key}#{chunk}' \
+        "key '{key}': group of {len} event(s) is lost: its storage entry number {chunk} \
          expired or was evicted before the group was emitted (the store's TTL or max_size is \
          smaller than the group's life, or another writer removed it)"
     ))
+}
+
+/// A tag naming one group-by operator among all in every process: a random per-process part
+/// and a counter (`"3f9a1c2e-0"`).
+///
+/// A group-by operator's open groups are its own: it alone knows their length and chunk count
+/// (the index lives in its memory), so two pipelines sharing a store keep theirs apart under
+/// their own tags instead of appending to one another's entries, and no event is lost.
+pub(super) fn instance_tag() -> String {
+    use std::hash::BuildHasher;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static PROCESS: OnceLock<u32> = OnceLock::new();
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let process = *PROCESS.get_or_init(|| {
+        let seed = std::collections::hash_map::RandomState::new();
+        seed.hash_one((std::process::id(), std::time::SystemTime::now())) as u32
+    });
+    format!("{process:08x}-{}", NEXT.fetch_add(1, Ordering::Relaxed))
 }
 
 /// The user's key of an extracted key (drops the namespace in place).
@@ -237,12 +259,18 @@ impl<T> Core<T>
 where
     T: Serialize + DeserializeOwned + Send + 'static,
 {
-    /// The storage key of `key`'s entry `chunk`: `{key}#{chunk}` (unambiguous: the chunk
-    /// number has no `#`, so the last `#` always separates it).
+    /// The storage key of `key`'s entry `chunk`: `{key}#{chunk}`, or `{key}#{instance}.{chunk}`
+    /// in a shared store (unambiguous: neither part has a `#`, so the last `#` always
+    /// separates them).
     pub(super) fn chunk_key(&mut self, key: &str, chunk: usize) -> StateResult<EventKey> {
         self.key_buf.clear();
         self.key_buf.push_str(key);
-        let _ = write!(self.key_buf, "#{chunk}");
+        self.key_buf.push('#');
+        if !self.instance.is_empty() {
+            self.key_buf.push_str(&self.instance);
+            self.key_buf.push('.');
+        }
+        let _ = write!(self.key_buf, "{chunk}");
         self.groups.derived_key(&self.key_buf)
     }
 
