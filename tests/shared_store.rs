@@ -763,8 +763,7 @@ fn session_starts_once_per_key_across_two_pipelines() {
 /// each key's left and right buffers are shared, so a left event of one pipeline meets the
 /// right events of both. Every (left, right) pair of a key is emitted exactly once, by the
 /// pipeline whose event of the pair arrived second. This needs an arrival's read of both of
-/// its key's buffers and its append to its own side to be one atomic step (two storage keys,
-/// `join.left:k` and `join.right:k`).
+/// its key's buffers and its append to its own side to be one atomic step.
 #[test]
 fn join_emits_every_pair_once_across_two_pipelines() {
     let keys = ["ann", "bob"];
@@ -845,15 +844,15 @@ fn join_emits_every_pair_once_across_two_pipelines() {
     assert_no_problems(problems);
 }
 
-/// A store on which a join's two loads land at different polls: reading a left buffer takes
-/// one tokio yield, reading a right buffer none.
+/// A store whose reads of a join's buffers take one tokio yield (a load that is not ready at
+/// once).
 #[derive(Default)]
 struct LeftSlow(rs2_suite::MapStore);
 
 #[async_trait]
 impl StateStorage for LeftSlow {
     async fn get(&self, key: &str) -> StateResult<Option<Vec<u8>>> {
-        if key.starts_with("join.left:") {
+        if key.starts_with("join.buffers:") {
             tokio::task::yield_now().await;
         }
         self.0.get(key).await
@@ -872,9 +871,8 @@ impl StateStorage for LeftSlow {
     }
 }
 
-/// One pipeline, no sharing: what the two-pipeline join test needs first. An arrival loads its
-/// key's two buffers together; when one load lands before the other, the landed buffer must be
-/// kept while the other is awaited (not dropped, and its finished load not polled again).
+/// One pipeline, no sharing, on a store whose loads are not ready at once: every pair is
+/// emitted (the join once dropped a buffer whose load landed before the other side's).
 #[tokio::test]
 async fn join_keeps_a_buffer_that_loaded_before_the_other() {
     let config = StateConfig::new().with_custom_storage(Arc::new(LeftSlow::default()));

@@ -11,12 +11,10 @@ use futures::Stream;
 use pin_project_lite::pin_project;
 use rs2_state_core::{KeyExtractor, StateAccess, StateConfig, StateError};
 use serde::de::DeserializeOwned;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
-use crate::engine::{EventKey, KeyedState, StateIo};
-
-/// Events of one side buffered under a key: (arrival time in ms, event), oldest first.
-type Buffer<E> = Vec<(u64, E)>;
+use crate::engine::own::OwnState;
+use crate::engine::{Change, KeyedState, StateIo, YieldBudget};
 
 pin_project! {
     /// Stream returned by [`stateful_join_rs2`](crate::StatefulStreamExt::stateful_join_rs2).
@@ -33,11 +31,14 @@ pin_project! {
     ///   one side holds at most `max_size` events (the config's `max_size`, or 10,000 when
     ///   unbounded); when it is full the oldest buffered event is dropped to make room, and
     ///   can then no longer be matched. [`dropped`](Self::dropped) counts such events.
-    /// * Buffers live in the configured storage (namespaces `join.left` and `join.right`); the
-    ///   closure's [`StateAccess`] is the key's user state (namespace `join`).
+    /// * A key's two buffers live together in the configured storage (namespace
+    ///   `join.buffers`; typed in the operator's own table with an in-memory config), and each
+    ///   arrival meets and joins them in one atomic transition (in a custom store, under the
+    ///   key's lock), so pipelines sharing a store emit each pair exactly once. The closure's
+    ///   [`StateAccess`] is the key's user state (namespace `join`).
     ///
-    /// An `Err` item reports a failure for one arrival (key extraction, backend, a buffer that
-    /// cannot be decoded, which is left untouched); the join goes on with the next event.
+    /// An `Err` item reports a failure for one arrival (key extraction, backend, buffers that
+    /// cannot be decoded, which are left untouched); the join goes on with the next event.
     #[must_use = "streams do nothing unless polled"]
     pub struct StatefulJoin<S1: Stream, S2: Stream, K1, K2, F, Fut> {
         #[pin]
@@ -47,48 +48,109 @@ pin_project! {
         #[pin]
         pending: Option<Fut>,
         step: Step<S1::Item, S2::Item>,
-        left_state: KeyedState,
-        right_state: KeyedState,
+        keyed: KeyedState,
+        buffers: OwnState<Buffers<S1::Item, S2::Item>>,
         user_state: KeyedState,
         left_key: K1,
         right_key: K2,
-        window_ms: u64,
-        max_buffer: usize,
+        rule: Rule,
         left_first: bool,
         dropped: u64,
         f: F,
     }
 }
 
+/// A key's buffered events of each side: (arrival time in ms, event), oldest first.
+#[derive(Serialize, Deserialize)]
+struct Buffers<T, U> {
+    left: Vec<(u64, T)>,
+    right: Vec<(u64, U)>,
+}
+
+/// One event taken from either input.
 enum Arrival<T, U> {
     Left(T),
     Right(U),
 }
 
+/// The pairs an arrival made, and how many buffered events it pushed out of a full buffer.
+struct Met<T, U> {
+    pairs: VecDeque<(T, U)>,
+    dropped: u64,
+}
+
 enum Step<T, U> {
     Idle,
-    Loading {
-        arrival: Arrival<T, U>,
-        left_key: EventKey,
-        right_key: EventKey,
-        now: u64,
-        left_io: StateIo<Option<Buffer<T>>>,
-        right_io: StateIo<Option<Buffer<U>>>,
-        left_buf: Option<Buffer<T>>,
-        right_buf: Option<Buffer<U>>,
-    },
-    Saving {
+    /// The arrival's transition of its key's buffers (a store that is not in-process).
+    Meeting {
         user_key: String,
         now: u64,
-        pairs: VecDeque<(T, U)>,
-        left_io: Option<StateIo<()>>,
-        right_io: Option<StateIo<()>>,
+        io: StateIo<Met<T, U>>,
     },
+    /// Handing the arrival's pairs to the closure, one at a time.
     Emitting {
         user_key: String,
         now: u64,
         pairs: VecDeque<(T, U)>,
     },
+}
+
+/// The join's window and buffer bound.
+#[derive(Debug, Clone, Copy)]
+struct Rule {
+    window_ms: u64,
+    max_buffer: usize,
+}
+
+impl Rule {
+    /// The transition of one arrival at `now`: prune both buffers to the window, pair the
+    /// arrival with every buffered event of the other side, buffer it (pushing out the oldest
+    /// of a full buffer). An empty pair of buffers removes the key.
+    fn meet<T: Clone, U: Clone>(
+        self,
+        buffers: &mut Option<Buffers<T, U>>,
+        arrival: Arrival<T, U>,
+        now: u64,
+    ) -> (Change, Met<T, U>) {
+        let b = buffers.get_or_insert_with(|| Buffers {
+            left: Vec::new(),
+            right: Vec::new(),
+        });
+        let oldest_kept = now.saturating_sub(self.window_ms);
+        b.left.retain(|(at, _)| *at >= oldest_kept);
+        b.right.retain(|(at, _)| *at >= oldest_kept);
+        let max = self.max_buffer.max(1);
+        let mut dropped = 0;
+        let pairs = match arrival {
+            Arrival::Left(t) => {
+                let pairs = b
+                    .right
+                    .iter()
+                    .map(|(_, u)| (t.clone(), u.clone()))
+                    .collect();
+                dropped += make_room(&mut b.left, max);
+                b.left.push((now, t));
+                pairs
+            }
+            Arrival::Right(u) => {
+                let pairs = b.left.iter().map(|(_, t)| (t.clone(), u.clone())).collect();
+                dropped += make_room(&mut b.right, max);
+                b.right.push((now, u));
+                pairs
+            }
+        };
+        (Change::Store, Met { pairs, dropped })
+    }
+}
+
+/// Drops the oldest events of `buf` so one more fits under `max`; returns how many.
+fn make_room<E>(buf: &mut Vec<(u64, E)>, max: usize) -> u64 {
+    if buf.len() < max {
+        return 0;
+    }
+    let excess = buf.len() + 1 - max;
+    buf.drain(..excess);
+    excess as u64
 }
 
 impl<S1: Stream, S2: Stream, K1, K2, F, Fut> StatefulJoin<S1, S2, K1, K2, F, Fut> {
@@ -106,18 +168,21 @@ impl<S1: Stream, S2: Stream, K1, K2, F, Fut> StatefulJoin<S1, S2, K1, K2, F, Fut
             .max_size
             .filter(|&n| n != usize::MAX)
             .unwrap_or(10_000);
+        let keyed = KeyedState::new(&config, "join.buffers");
         Self {
             left: left.fuse(),
             right: right.fuse(),
             pending: None,
             step: Step::Idle,
-            left_state: KeyedState::new(&config, "join.left"),
-            right_state: KeyedState::new(&config, "join.right"),
+            buffers: OwnState::new(&config, &keyed),
+            keyed,
             user_state: KeyedState::new(&config, "join"),
             left_key,
             right_key,
-            window_ms: window.as_millis() as u64,
-            max_buffer,
+            rule: Rule {
+                window_ms: u64::try_from(window.as_millis()).unwrap_or(u64::MAX),
+                max_buffer,
+            },
             left_first: true,
             dropped: 0,
             f,
@@ -130,17 +195,29 @@ impl<S1: Stream, S2: Stream, K1, K2, F, Fut> StatefulJoin<S1, S2, K1, K2, F, Fut
     }
 }
 
-/// Saves a buffer, or removes the key when the buffer is empty.
-fn store<E: Serialize>(
-    state: &mut KeyedState,
-    key: &mut EventKey,
-    buf: &Buffer<E>,
-    now: u64,
-) -> StateIo<()> {
-    if buf.is_empty() {
-        state.remove(key)
+/// The next event of either input, taking them alternately (`left_first` flips every call);
+/// `Ready(None)` once both have ended.
+fn next_arrival<S1: Stream, S2: Stream>(
+    mut left: Pin<&mut Fuse<S1>>,
+    mut right: Pin<&mut Fuse<S2>>,
+    left_first: &mut bool,
+    cx: &mut Context<'_>,
+) -> Poll<Option<Arrival<S1::Item, S2::Item>>> {
+    let first = *left_first;
+    *left_first = !first;
+    for take_left in [first, !first] {
+        if take_left {
+            if let Poll::Ready(Some(t)) = left.as_mut().poll_next(cx) {
+                return Poll::Ready(Some(Arrival::Left(t)));
+            }
+        } else if let Poll::Ready(Some(u)) = right.as_mut().poll_next(cx) {
+            return Poll::Ready(Some(Arrival::Right(u)));
+        }
+    }
+    if left.is_terminated() && right.is_terminated() {
+        Poll::Ready(None)
     } else {
-        state.save(key, buf, now)
+        Poll::Pending
     }
 }
 
@@ -159,212 +236,85 @@ where
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let mut this = self.project();
+        let mut budget = YieldBudget::default();
         loop {
             if let Some(fut) = this.pending.as_mut().as_pin_mut() {
                 let out = futures::ready!(fut.poll(cx));
                 this.pending.set(None);
                 return Poll::Ready(Some(Ok(out)));
             }
-            match std::mem::replace(this.step, Step::Idle) {
+            let (user_key, now, met) = match std::mem::replace(this.step, Step::Idle) {
                 Step::Idle => {
-                    let arrival = {
-                        let left_first = *this.left_first;
-                        *this.left_first = !left_first;
-                        let mut arrival = None;
-                        for take_left in [left_first, !left_first] {
-                            if take_left {
-                                if let Poll::Ready(Some(t)) = this.left.as_mut().poll_next(cx) {
-                                    arrival = Some(Arrival::Left(t));
-                                    break;
-                                }
-                            } else if let Poll::Ready(Some(u)) = this.right.as_mut().poll_next(cx) {
-                                arrival = Some(Arrival::Right(u));
-                                break;
-                            }
-                        }
-                        match arrival {
-                            Some(arrival) => arrival,
-                            None if this.left.is_terminated() && this.right.is_terminated() => {
-                                return Poll::Ready(None)
-                            }
-                            None => return Poll::Pending,
-                        }
+                    let next =
+                        next_arrival(this.left.as_mut(), this.right.as_mut(), this.left_first, cx);
+                    let Some(arrival) = futures::ready!(next) else {
+                        return Poll::Ready(None);
                     };
-                    let user_key = match &arrival {
-                        Arrival::Left(t) => this.left_state.key_of(this.left_key, t),
-                        Arrival::Right(u) => this.right_state.key_of(this.right_key, u),
+                    let key = match &arrival {
+                        Arrival::Left(t) => this.keyed.key_of(this.left_key, t),
+                        Arrival::Right(u) => this.keyed.key_of(this.right_key, u),
                     };
-                    let keys = user_key.and_then(|k| match &arrival {
-                        Arrival::Left(_) => {
-                            let other = this.right_state.derived_key(k.user_key())?;
-                            Ok((k, other))
-                        }
-                        Arrival::Right(_) => {
-                            let other = this.left_state.derived_key(k.user_key())?;
-                            Ok((other, k))
-                        }
-                    });
-                    let (mut left_key, mut right_key) = match keys {
-                        Ok(keys) => keys,
+                    let mut key = match key {
+                        Ok(key) => key,
                         Err(err) => return Poll::Ready(Some(Err(err))),
                     };
-                    let now = this.left_state.now();
-                    let left_io = this.left_state.load(&mut left_key, now);
-                    let right_io = this.right_state.load(&mut right_key, now);
-                    *this.step = Step::Loading {
-                        arrival,
-                        left_key,
-                        right_key,
-                        now,
-                        left_io,
-                        right_io,
-                        left_buf: None,
-                        right_buf: None,
-                    };
-                }
-                Step::Loading {
-                    arrival,
-                    mut left_key,
-                    mut right_key,
-                    now,
-                    mut left_io,
-                    mut right_io,
-                    mut left_buf,
-                    mut right_buf,
-                } => {
-                    if left_buf.is_none() {
-                        match Pin::new(&mut left_io).poll(cx) {
-                            Poll::Ready(Ok(buf)) => left_buf = Some(buf.unwrap_or_default()),
-                            Poll::Ready(Err(err)) => return Poll::Ready(Some(Err(err))),
-                            Poll::Pending => {}
+                    let now = this.keyed.now();
+                    let rule = *this.rule;
+                    let io = this
+                        .buffers
+                        .transition(this.keyed, &mut key, now, move |b| {
+                            Ok(rule.meet(b, arrival, now))
+                        });
+                    let user_key = key.user_key().to_owned();
+                    match io.into_ready() {
+                        Ok(met) => (user_key, now, met),
+                        Err(io) => {
+                            *this.step = Step::Meeting { user_key, now, io };
+                            continue;
                         }
                     }
-                    if right_buf.is_none() {
-                        match Pin::new(&mut right_io).poll(cx) {
-                            Poll::Ready(Ok(buf)) => right_buf = Some(buf.unwrap_or_default()),
-                            Poll::Ready(Err(err)) => return Poll::Ready(Some(Err(err))),
-                            Poll::Pending => {}
-                        }
-                    }
-                    let (Some(mut lbuf), Some(mut rbuf)) = (left_buf.take(), right_buf.take())
-                    else {
-                        *this.step = Step::Loading {
-                            arrival,
-                            left_key,
-                            right_key,
-                            now,
-                            left_io,
-                            right_io,
-                            left_buf,
-                            right_buf,
-                        };
-                        return Poll::Pending;
-                    };
-                    let window = *this.window_ms;
-                    let oldest_kept = now.saturating_sub(window);
-                    lbuf.retain(|(at, _)| *at >= oldest_kept);
-                    rbuf.retain(|(at, _)| *at >= oldest_kept);
-                    let max = (*this.max_buffer).max(1);
-                    let pairs: VecDeque<_> = match arrival {
-                        Arrival::Left(t) => {
-                            let pairs = rbuf.iter().map(|(_, u)| (t.clone(), u.clone())).collect();
-                            if lbuf.len() >= max {
-                                let excess = lbuf.len() + 1 - max;
-                                lbuf.drain(..excess);
-                                *this.dropped += excess as u64;
-                            }
-                            lbuf.push((now, t));
-                            pairs
-                        }
-                        Arrival::Right(u) => {
-                            let pairs = lbuf.iter().map(|(_, t)| (t.clone(), u.clone())).collect();
-                            if rbuf.len() >= max {
-                                let excess = rbuf.len() + 1 - max;
-                                rbuf.drain(..excess);
-                                *this.dropped += excess as u64;
-                            }
-                            rbuf.push((now, u));
-                            pairs
-                        }
-                    };
-                    let left_io = store(this.left_state, &mut left_key, &lbuf, now);
-                    let right_io = store(this.right_state, &mut right_key, &rbuf, now);
-                    *this.step = Step::Saving {
-                        user_key: left_key.user_key().to_owned(),
-                        now,
-                        pairs,
-                        left_io: Some(left_io),
-                        right_io: Some(right_io),
-                    };
                 }
-                Step::Saving {
+                Step::Meeting {
                     user_key,
                     now,
-                    pairs,
-                    mut left_io,
-                    mut right_io,
-                } => {
-                    let mut failure = None;
-                    for io in [&mut left_io, &mut right_io] {
-                        if let Some(pending_io) = io {
-                            match Pin::new(pending_io).poll(cx) {
-                                Poll::Ready(result) => {
-                                    *io = None;
-                                    failure = failure.or(result.err());
-                                }
-                                Poll::Pending => {}
-                            }
-                        }
-                    }
-                    if let Some(err) = failure {
-                        *this.step = Step::Saving {
-                            user_key,
-                            now,
-                            pairs,
-                            left_io,
-                            right_io,
-                        };
-                        return Poll::Ready(Some(Err(err)));
-                    }
-                    let saved = left_io.is_none() && right_io.is_none();
-                    *this.step = if saved {
-                        Step::Emitting {
-                            user_key,
-                            now,
-                            pairs,
-                        }
-                    } else {
-                        Step::Saving {
-                            user_key,
-                            now,
-                            pairs,
-                            left_io,
-                            right_io,
-                        }
-                    };
-                    if !saved {
+                    mut io,
+                } => match Pin::new(&mut io).poll(cx) {
+                    Poll::Ready(met) => (user_key, now, met),
+                    Poll::Pending => {
+                        *this.step = Step::Meeting { user_key, now, io };
                         return Poll::Pending;
                     }
-                }
+                },
                 Step::Emitting {
                     user_key,
                     now,
                     mut pairs,
                 } => {
-                    let Some((t, u)) = pairs.pop_front() else {
-                        continue;
-                    };
-                    let access = match this.user_state.derived_key(&user_key) {
-                        Ok(key) => this.user_state.access(key, now),
-                        Err(err) => KeyedState::failed_access(err),
-                    };
-                    this.pending.set(Some((this.f)(t, u, access)));
+                    if let Some((t, u)) = pairs.pop_front() {
+                        let access = this.user_state.access_for(&user_key, now);
+                        this.pending.set(Some((this.f)(t, u, access)));
+                        *this.step = Step::Emitting {
+                            user_key,
+                            now,
+                            pairs,
+                        };
+                    } else if budget.spend(cx) {
+                        // A long run of arrivals that met nothing: let other tasks run.
+                        return Poll::Pending;
+                    }
+                    continue;
+                }
+            };
+            match met {
+                Ok(Met { pairs, dropped }) => {
+                    *this.dropped += dropped;
                     *this.step = Step::Emitting {
                         user_key,
                         now,
                         pairs,
                     };
                 }
+                Err(err) => return Poll::Ready(Some(Err(err))),
             }
         }
     }
