@@ -8,7 +8,7 @@ use futures::Stream;
 use pin_project_lite::pin_project;
 use rs2_state_core::{KeyExtractor, StateAccess, StateConfig};
 
-use crate::engine::KeyedState;
+use crate::engine::{KeyedState, YieldBudget};
 
 pin_project! {
     /// Stream returned by [`stateful_filter_rs2`](crate::StatefulStreamExt::stateful_filter_rs2).
@@ -53,6 +53,7 @@ where
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
         let mut this = self.project();
+        let mut budget = YieldBudget::default();
         loop {
             if let Some(fut) = this.pending.as_mut().as_pin_mut() {
                 let keep = ready!(fut.poll(cx));
@@ -60,6 +61,10 @@ where
                 let item = this.item.take();
                 if keep {
                     return Poll::Ready(item);
+                }
+                if budget.spend(cx) {
+                    // A long run of rejected events: let other tasks run.
+                    return Poll::Pending;
                 }
                 continue;
             }

@@ -16,7 +16,7 @@ use futures::Stream;
 use pin_project_lite::pin_project;
 use rs2_state_core::{KeyExtractor, StateResult};
 
-use crate::engine::{EventKey, KeyedState};
+use crate::engine::{EventKey, KeyedState, YieldBudget};
 
 /// What a keyed-concurrency operator does with one event: the step type inside a
 /// [`KeyedPar`] ([`MapParStep`](crate::MapParStep), [`FilterParStep`](crate::FilterParStep),
@@ -154,12 +154,15 @@ where
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let mut this = self.project();
+        let mut budget = YieldBudget::default();
         loop {
             if let Some(Some(_)) = this.done.front() {
                 let out = this.done.pop_front().flatten().flatten();
                 *this.next_out += 1;
                 match out {
                     Some(item) => return Poll::Ready(Some(item)),
+                    // An event that yields nothing (a filter's rejected event).
+                    None if budget.spend(cx) => return Poll::Pending,
                     None => continue,
                 }
             }
