@@ -623,11 +623,11 @@ pub trait StatefulStreamExt: Stream {
         F: FnMut(Self::Item, StateAccess) -> Fut,
         Fut: Future,
     {
-        crate::KeyedPar::new(
+        crate::engine::KeyedPar::new(
             self,
             key_extractor,
             concurrency,
-            crate::MapParStep::new(&config, f),
+            crate::map_par::MapParStep::new(&config, f),
         )
     }
 
@@ -667,11 +667,11 @@ pub trait StatefulStreamExt: Stream {
         F: FnMut(&Self::Item, StateAccess) -> Fut,
         Fut: Future<Output = bool>,
     {
-        crate::KeyedPar::new(
+        crate::engine::KeyedPar::new(
             self,
             key_extractor,
             concurrency,
-            crate::FilterParStep::new(&config, f),
+            crate::filter_par::FilterParStep::new(&config, f),
         )
     }
 
@@ -712,11 +712,11 @@ pub trait StatefulStreamExt: Stream {
         Fut: Future<Output = A>,
         A: Clone + Serialize + DeserializeOwned + Send + 'static,
     {
-        crate::KeyedPar::new(
+        crate::engine::KeyedPar::new(
             self,
             key_extractor,
             concurrency,
-            crate::AccumulateParStep::new(&config, "fold", FoldSeed(initial), f),
+            crate::accumulate_par::AccumulateParStep::new(&config, "fold", FoldSeed(initial), f),
         )
     }
 
@@ -757,11 +757,11 @@ pub trait StatefulStreamExt: Stream {
         Fut: Future<Output = Self::Item>,
         Self::Item: Serialize + DeserializeOwned + Send + 'static,
     {
-        crate::KeyedPar::new(
+        crate::engine::KeyedPar::new(
             self,
             key_extractor,
             concurrency,
-            crate::AccumulateParStep::new(&config, "reduce", ReduceSeed, f),
+            crate::accumulate_par::AccumulateParStep::new(&config, "reduce", ReduceSeed, f),
         )
     }
 }

@@ -18,7 +18,7 @@ use crate::engine::{KeyedPar, ParStart, ParStep, Turn};
 ///
 /// Like [`StatefulFilter`](crate::StatefulFilter) (the predicate's state is namespace
 /// `filter`), but up to `concurrency` events are in flight at once. Guarantees (see
-/// [`KeyedPar`]):
+/// [`StatefulMapPar`](crate::StatefulMapPar)):
 /// * events of **one key** run strictly one after another, in input order (an event waits
 ///   until the previous event of its key has finished, state writes included);
 /// * the kept events are yielded in **input order**, whatever order the predicates finish in;

@@ -8,9 +8,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::accumulate::{Accumulate, Seed};
+use crate::accumulate_par::AccumulateParStep;
 use crate::engine::driver::{driven_stream, Driver};
+use crate::engine::KeyedPar;
 use crate::engine::{KeyedState, Loaded};
-use crate::{AccumulateParStep, KeyedPar};
 
 pin_project! {
     /// Stream returned by [`stateful_fold_rs2`](crate::StatefulStreamExt::stateful_fold_rs2).
@@ -62,7 +63,7 @@ driven_stream!(StatefulFold<S, K, F, Fut, A>, impl<S, K, F, Fut, A>, Item = A, p
 /// at once, events of one key strictly one after another (each loads the accumulator the
 /// previous one stored), items come out in input order, and at most `concurrency` events are
 /// taken from the input and not yet yielded. `concurrency` 0 is treated as 1. Same state,
-/// namespaces (`fold`, `fold.user`) and `Err` items as [`StatefulFold`]; see [`KeyedPar`].
+/// namespaces (`fold`, `fold.user`) and `Err` items as [`StatefulFold`]; see [`StatefulMapPar`](crate::StatefulMapPar).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread", start_paused = true)] async fn main() {

@@ -1,8 +1,9 @@
 //! Stateful stream operators for rs2.
 //!
-//! Each operator is a hand-written pinned [`Stream`](futures::Stream) in its own module, built
-//! on one keyed-state helper (storage, key namespacing, codec, clock). Bring them into scope
-//! with [`StatefulStreamExt`].
+//! Each operator is a pinned [`Stream`](futures::Stream) in its own module: the operator's
+//! own rule (state type, transition, emission) on one engine shared by all (keyed state,
+//! typed private state, clock, the per-event driver, the keyed-concurrency engine, yield
+//! budget; see `docs/architecture.md`). Bring them into scope with [`StatefulStreamExt`].
 #![warn(missing_docs)]
 
 mod accumulate;
@@ -23,20 +24,17 @@ mod session;
 mod throttle;
 mod window;
 
-pub use accumulate::Seed;
-pub use accumulate_par::{AccumulateParFut, AccumulateParResume, AccumulateParStep};
 pub use dedup::StatefulDeduplicate;
-pub use engine::par::{KeyedPar, ParStep, Turn};
 pub use ext::StatefulStreamExt;
 pub use filter::StatefulFilter;
-pub use filter_par::{FilterParFut, FilterParStep, StatefulFilterPar};
-pub use fold::{FoldSeed, StatefulFold, StatefulFoldPar};
+pub use filter_par::StatefulFilterPar;
+pub use fold::{StatefulFold, StatefulFoldPar};
 pub use group_by::{StatefulGroupBy, StatefulGroupByAdvanced};
 pub use join::StatefulJoin;
 pub use map::StatefulMap;
-pub use map_par::{MapParFut, MapParStep, StatefulMapPar};
+pub use map_par::StatefulMapPar;
 pub use pattern::StatefulPattern;
-pub use reduce::{ReduceSeed, StatefulReduce, StatefulReducePar};
+pub use reduce::{StatefulReduce, StatefulReducePar};
 pub use session::StatefulSession;
 pub use throttle::{DroppedCounter, StatefulThrottle};
 pub use window::StatefulWindow;

@@ -17,7 +17,7 @@ use crate::engine::{KeyedPar, ParStart, ParStep, Turn};
 ///
 /// Like [`StatefulMap`](crate::StatefulMap), but up to `concurrency` events are in flight
 /// at once, so a closure that awaits I/O (or state behind a slow backend) overlaps with the
-/// closures of other keys. Guarantees (see [`KeyedPar`]):
+/// closures of other keys. Guarantees:
 /// * events of **one key** run strictly one after another, in input order (an event waits
 ///   until the previous event of its key has finished, state writes included);
 /// * outputs are yielded in **input order**, whatever order the closures finish in;

@@ -8,9 +8,10 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::accumulate::{Accumulate, Seed};
+use crate::accumulate_par::AccumulateParStep;
 use crate::engine::driver::{driven_stream, Driver};
+use crate::engine::KeyedPar;
 use crate::engine::{KeyedState, Loaded};
-use crate::{AccumulateParStep, KeyedPar};
 
 pin_project! {
     /// Stream returned by [`stateful_reduce_rs2`](crate::StatefulStreamExt::stateful_reduce_rs2).
@@ -55,7 +56,7 @@ driven_stream!(StatefulReduce<S, K, F, Fut, T>, impl<S, K, F, Fut, T>, Item = T,
 /// previous one stored), items come out in input order, and at most `concurrency` events are
 /// taken from the input and not yet yielded. `concurrency` 0 is treated as 1. Same state,
 /// namespaces (`reduce`, `reduce.user`) and `Err` items as [`StatefulReduce`]; see
-/// [`KeyedPar`].
+/// [`StatefulMapPar`](crate::StatefulMapPar).
 ///
 /// ```
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
