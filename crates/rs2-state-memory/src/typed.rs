@@ -106,19 +106,7 @@ impl<V> TypedTable<V> {
     /// The key's live value, to read or edit in place; records a use of the key (an edit does
     /// not restart its TTL: [`touch_write`](Self::touch_write) does).
     pub fn get_mut(&mut self, hash: u64, key: &str, now_ms: u64) -> Option<&mut V> {
-        self.maybe_cleanup(now_ms);
-        let moves = self.moves;
-        let half = self.half();
-        let slot = self.table.find_mut(hash, |s| &*s.key == key)?;
-        if now_ms >= slot.expires_at_ms || slot.value.is_none() {
-            return None;
-        }
-        if self.max_size.is_some() && moves.wrapping_sub(slot.moved_at) > half {
-            self.moves = moves.wrapping_add(1);
-            slot.moved_at = self.moves;
-            self.recency.move_to_back(slot.node, hash);
-        }
-        slot.value.as_mut()
+        self.live_slot(hash, key, now_ms)?.value.as_mut()
     }
 
     /// Restarts the TTL of the key's value (after an edit through
@@ -133,10 +121,25 @@ impl<V> TypedTable<V> {
     /// Takes the key's live value out, leaving the key in place (and counting a use), so the
     /// caller can work on it and [`put`](Self::put) the result back.
     pub fn take(&mut self, hash: u64, key: &str, now_ms: u64) -> Option<V> {
-        self.get_mut(hash, key, now_ms)?;
-        self.table
-            .find_mut(hash, |s| &*s.key == key)
-            .and_then(|slot| slot.value.take())
+        self.live_slot(hash, key, now_ms)?.value.take()
+    }
+
+    /// The key's slot if it holds a live value, its use recorded.
+    #[inline]
+    fn live_slot(&mut self, hash: u64, key: &str, now_ms: u64) -> Option<&mut Slot<V>> {
+        self.maybe_cleanup(now_ms);
+        let bounded = self.max_size.is_some();
+        let half = self.half();
+        let slot = self.table.find_mut(hash, |s| &*s.key == key)?;
+        if now_ms >= slot.expires_at_ms || slot.value.is_none() {
+            return None;
+        }
+        if bounded && self.moves.wrapping_sub(slot.moved_at) > half {
+            self.moves = self.moves.wrapping_add(1);
+            slot.moved_at = self.moves;
+            self.recency.move_to_back(slot.node, hash);
+        }
+        Some(slot)
     }
 
     /// Stores `value` as the key's value (its TTL starts again). A new key into a full table
