@@ -13,11 +13,11 @@ use crate::recency::RecencyList;
 /// of in an [`InMemoryState`](crate::InMemoryState), with the same rules:
 /// * **TTL from last write.** A value expires `ttl` after it was last stored; an expired value
 ///   is never returned (every access compares its stamp with the `now_ms` the caller passes).
-/// * **`max_size` with LRU eviction.** Storing a new key into a full table evicts the least
-///   recently used key first. A use moves a key to the most recently used end once it has
-///   aged into the older half of the recency order (more than half the table's size of
-///   recency moves happened since its last move), so a key used at least that often is never
-///   the victim, whatever the event rate (decision 005).
+/// * **`max_size` with second-chance (CLOCK) eviction.** Storing a new key into a full table
+///   evicts a key first: keys wait in insertion order, a use marks a key, and the eviction
+///   takes the oldest unmarked key, sending each marked key it passes to the back unmarked.
+///   So a key used again before `max_size` newer keys push it to the front is never the
+///   victim, whatever the event rate, and a use costs one flag write (decision 005).
 /// * **Cleanup.** Expired values are dropped from memory by the first access after each
 ///   `cleanup_interval` (the table belongs to its operator's stream, which no background task
 ///   can reach); correctness never depends on it.
@@ -39,10 +39,8 @@ use crate::recency::RecencyList;
 pub struct TypedTable<V> {
     table: HashTable<Slot<V>>,
     hasher: DefaultHashBuilder,
-    /// Recency order; kept only when the table is bounded.
+    /// Keys in eviction order (oldest first); kept only when the table is bounded.
     recency: RecencyList,
-    /// Recency moves so far (wrapping): a slot's age is `moves - slot.moved_at`.
-    moves: u32,
     max_size: Option<usize>,
     ttl_ms: u64,
     cleanup_interval_ms: u64,
@@ -54,7 +52,8 @@ struct Slot<V> {
     /// `None` while taken.
     value: Option<V>,
     expires_at_ms: u64,
-    moved_at: u32,
+    /// Used since eviction last passed it (second chance).
+    referenced: bool,
     node: u32,
 }
 
@@ -79,7 +78,6 @@ impl<V> TypedTable<V> {
             table: HashTable::new(),
             hasher: DefaultHashBuilder::default(),
             recency: RecencyList::default(),
-            moves: 0,
             max_size: config.max_size.filter(|&n| n != usize::MAX),
             ttl_ms: u64::try_from(config.ttl.as_millis()).unwrap_or(u64::MAX),
             cleanup_interval_ms,
@@ -128,17 +126,11 @@ impl<V> TypedTable<V> {
     #[inline]
     fn live_slot(&mut self, hash: u64, key: &str, now_ms: u64) -> Option<&mut Slot<V>> {
         self.maybe_cleanup(now_ms);
-        let bounded = self.max_size.is_some();
-        let half = self.half();
         let slot = self.table.find_mut(hash, |s| &*s.key == key)?;
         if now_ms >= slot.expires_at_ms || slot.value.is_none() {
             return None;
         }
-        if bounded && self.moves.wrapping_sub(slot.moved_at) > half {
-            self.moves = self.moves.wrapping_add(1);
-            slot.moved_at = self.moves;
-            self.recency.move_to_back(slot.node, hash);
-        }
+        slot.referenced = true;
         Some(slot)
     }
 
@@ -154,15 +146,7 @@ impl<V> TypedTable<V> {
         self.maybe_cleanup(now_ms);
         let node = match self.max_size {
             Some(max) => {
-                while self.recency.len() >= max {
-                    let Some((victim, victim_hash)) = self.recency.pop_front() else {
-                        break;
-                    };
-                    if let Ok(entry) = self.table.find_entry(victim_hash, |s| s.node == victim) {
-                        entry.remove();
-                    }
-                }
-                self.moves = self.moves.wrapping_add(1);
+                self.evict_down_to(max.saturating_sub(1));
                 self.recency.push_back(hash)
             }
             None => 0,
@@ -174,7 +158,7 @@ impl<V> TypedTable<V> {
                 key: key.into(),
                 value: Some(value),
                 expires_at_ms,
-                moved_at: self.moves,
+                referenced: false,
                 node,
             },
             |s| hasher.hash_one(s.key.as_bytes()),
@@ -228,10 +212,26 @@ impl<V> TypedTable<V> {
         }
     }
 
-    /// Half the recency order's length: a key older than this many moves is moved again.
-    #[inline]
-    fn half(&self) -> u32 {
-        u32::try_from(self.recency.len() / 2).unwrap_or(u32::MAX)
+    /// Evicts keys until at most `len` remain: the oldest unmarked key goes; a marked key at
+    /// the front is unmarked and sent to the back (its second chance). Ends, since every key
+    /// passed is unmarked.
+    fn evict_down_to(&mut self, len: usize) {
+        while self.recency.len() > len {
+            let Some((victim, victim_hash)) = self.recency.pop_front() else {
+                break;
+            };
+            let Ok(entry) = self.table.find_entry(victim_hash, |s| s.node == victim) else {
+                continue;
+            };
+            if entry.get().referenced {
+                let node = self.recency.push_back(victim_hash);
+                let slot = entry.into_mut();
+                slot.referenced = false;
+                slot.node = node;
+            } else {
+                entry.remove();
+            }
+        }
     }
 }
 
