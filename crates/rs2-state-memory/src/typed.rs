@@ -6,6 +6,7 @@ use hashbrown::{DefaultHashBuilder, HashTable};
 use rs2_state_core::StateConfig;
 
 use crate::recency::RecencyList;
+use crate::value::Key;
 
 /// A table of typed values owned by one operator: no encoding, no lock, no sharing.
 ///
@@ -48,7 +49,8 @@ pub struct TypedTable<V> {
 }
 
 struct Slot<V> {
-    key: Box<str>,
+    /// Keys up to 22 bytes live inside the slot: a lookup touches one place, not two.
+    key: Key,
     /// `None` while taken.
     value: Option<V>,
     expires_at_ms: u64,
@@ -111,7 +113,10 @@ impl<V> TypedTable<V> {
     /// [`get_mut`](Self::get_mut)).
     pub fn touch_write(&mut self, hash: u64, key: &str, now_ms: u64) {
         let ttl = self.ttl_ms;
-        if let Some(slot) = self.table.find_mut(hash, |s| &*s.key == key) {
+        if let Some(slot) = self
+            .table
+            .find_mut(hash, |s| s.key.as_bytes() == key.as_bytes())
+        {
             slot.expires_at_ms = now_ms.saturating_add(ttl);
         }
     }
@@ -126,7 +131,9 @@ impl<V> TypedTable<V> {
     #[inline]
     fn live_slot(&mut self, hash: u64, key: &str, now_ms: u64) -> Option<&mut Slot<V>> {
         self.maybe_cleanup(now_ms);
-        let slot = self.table.find_mut(hash, |s| &*s.key == key)?;
+        let slot = self
+            .table
+            .find_mut(hash, |s| s.key.as_bytes() == key.as_bytes())?;
         if now_ms >= slot.expires_at_ms || slot.value.is_none() {
             return None;
         }
@@ -138,7 +145,10 @@ impl<V> TypedTable<V> {
     /// evicts the least recently used key first.
     pub fn put(&mut self, hash: u64, key: &str, now_ms: u64, value: V) {
         let expires_at_ms = now_ms.saturating_add(self.ttl_ms);
-        if let Some(slot) = self.table.find_mut(hash, |s| &*s.key == key) {
+        if let Some(slot) = self
+            .table
+            .find_mut(hash, |s| s.key.as_bytes() == key.as_bytes())
+        {
             slot.value = Some(value);
             slot.expires_at_ms = expires_at_ms;
             return;
@@ -155,7 +165,7 @@ impl<V> TypedTable<V> {
         self.table.insert_unique(
             hash,
             Slot {
-                key: key.into(),
+                key: Key::new(key),
                 value: Some(value),
                 expires_at_ms,
                 referenced: false,
@@ -168,27 +178,25 @@ impl<V> TypedTable<V> {
     /// Puts a [taken](Self::take) value back unchanged: its TTL runs on from its last write.
     /// If the key was evicted meanwhile, the value goes with it.
     pub fn restore(&mut self, hash: u64, key: &str, value: V) {
-        if let Some(slot) = self.table.find_mut(hash, |s| &*s.key == key) {
+        if let Some(slot) = self
+            .table
+            .find_mut(hash, |s| s.key.as_bytes() == key.as_bytes())
+        {
             slot.value = Some(value);
         }
     }
 
     /// Removes the key and its value.
     pub fn remove(&mut self, hash: u64, key: &str) -> Option<V> {
-        let entry = self.table.find_entry(hash, |s| &*s.key == key).ok()?;
+        let entry = self
+            .table
+            .find_entry(hash, |s| s.key.as_bytes() == key.as_bytes())
+            .ok()?;
         let (slot, _) = entry.remove();
         if self.max_size.is_some() {
             self.recency.remove(slot.node);
         }
         slot.value
-    }
-
-    /// Every key with a live value, and the value, in no particular order.
-    pub fn iter_live(&self, now_ms: u64) -> impl Iterator<Item = (&str, &V)> {
-        self.table.iter().filter_map(move |s| match &s.value {
-            Some(v) if now_ms < s.expires_at_ms => Some((&*s.key, v)),
-            _ => None,
-        })
     }
 
     /// Drops every expired value now (the table also does this every `cleanup_interval`).
