@@ -5,7 +5,8 @@
 //! * `RedisLikeStorage`: a simulated remote store. Every operation is a "round trip" (1 ms of
 //!   `tokio::time::sleep`, counted), and `update` takes a server-side per-key lock the way a
 //!   Redis backend would (`SET lock:key token NX PX ..`, then get, set, delete-if-token), so it
-//!   stays atomic even when several processes share the server. It can also simulate an outage.
+//!   stays atomic even when several processes share the server; `lock_key` hands the same lock
+//!   to the operators for their own state transitions. It can also simulate an outage.
 //!
 //! Both are plugged in with `StateConfig::new().with_custom_storage(Arc::new(..))` and used by
 //! `stateful_map_rs2` and `stateful_fold_rs2`, which share the store under a namespace each.
@@ -54,8 +55,8 @@ use std::time::{Duration, Instant};
 use rs2::{
     rs2_stream_ext::Rs2StreamExt,
     state::{
-        async_trait, CustomKeyExtractor, StateAccess, StateConfig, StateError, StateResult,
-        StateStorage, StatefulStreamExt, UpdateFn,
+        async_trait, CustomKeyExtractor, HeldLock, KeyLock, StateAccess, StateConfig, StateError,
+        StateResult, StateStorage, StatefulStreamExt, UpdateFn,
     },
 };
 use serde::{Deserialize, Serialize};
@@ -145,7 +146,7 @@ struct FakeServer {
 /// A client of a simulated Redis server: 1 ms per operation, an operation counter, and an
 /// outage switch. A real backend would hold a connection (pool) instead of `server`.
 struct RedisLikeStorage {
-    server: Mutex<FakeServer>,
+    server: Arc<Mutex<FakeServer>>,
     latency: Duration,
     round_trips: AtomicU64,
     available: AtomicBool,
@@ -160,7 +161,7 @@ const LOCK_WAIT: Duration = Duration::from_secs(10);
 impl RedisLikeStorage {
     fn new(latency: Duration) -> Self {
         Self {
-            server: Mutex::new(FakeServer::default()),
+            server: Arc::new(Mutex::new(FakeServer::default())),
             latency,
             round_trips: AtomicU64::new(0),
             available: AtomicBool::new(true),
@@ -223,13 +224,53 @@ impl RedisLikeStorage {
     /// Compare-and-delete (a Lua script in Redis): releases the key's lock only if we still
     /// own it.
     async fn unlock(&self, key: &str, token: u64) -> StateResult<()> {
-        self.call(key, |s| {
-            let lock_key = format!("lock:{key}");
-            if s.locks.get(&lock_key).is_some_and(|&(t, _)| t == token) {
-                s.locks.remove(&lock_key);
+        self.call(key, |s| release(s, key, token)).await
+    }
+
+    /// Takes the key's server-side lock, retrying until `LOCK_WAIT` has passed; its token.
+    async fn acquire(&self, key: &str) -> StateResult<u64> {
+        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
+        let deadline = Instant::now() + LOCK_WAIT;
+        while !self.try_lock(key, token).await? {
+            if Instant::now() > deadline {
+                return Err(StateError::storage_for(
+                    key,
+                    format!("lock not acquired within {LOCK_WAIT:?}"),
+                ));
             }
-        })
-        .await
+            tokio::time::sleep(self.latency).await;
+        }
+        Ok(token)
+    }
+}
+
+/// Deletes the key's lock if `token` still owns it.
+fn release(s: &mut FakeServer, key: &str, token: u64) {
+    let lock_key = format!("lock:{key}");
+    if s.locks.get(&lock_key).is_some_and(|&(t, _)| t == token) {
+        s.locks.remove(&lock_key);
+    }
+}
+
+/// A held server-side lock (what `lock_key` hands the operators): released by
+/// compare-and-delete, so a holder whose lease ran out cannot free another's lock.
+struct ServerLock {
+    server: Arc<Mutex<FakeServer>>,
+    key: String,
+    token: u64,
+    latency: Duration,
+}
+
+#[async_trait]
+impl HeldLock for ServerLock {
+    async fn release(self: Box<Self>) -> StateResult<()> {
+        tokio::time::sleep(self.latency).await;
+        let mut server = self
+            .server
+            .lock()
+            .map_err(|_| StateError::storage_for(&self.key, "server state poisoned"))?;
+        release(&mut server, &self.key, self.token);
+        Ok(())
     }
 }
 
@@ -264,17 +305,7 @@ impl StateStorage for RedisLikeStorage {
     /// Atomic across every client of the server: a per-key lock held on the server around
     /// get-compute-set (never re-running `f`, which may run only once).
     async fn update(&self, key: &str, f: UpdateFn<'_>) -> StateResult<Vec<u8>> {
-        let token = self.next_token.fetch_add(1, Ordering::Relaxed);
-        let deadline = Instant::now() + LOCK_WAIT;
-        while !self.try_lock(key, token).await? {
-            if Instant::now() > deadline {
-                return Err(StateError::storage_for(
-                    key,
-                    format!("lock not acquired within {LOCK_WAIT:?}"),
-                ));
-            }
-            tokio::time::sleep(self.latency).await;
-        }
+        let token = self.acquire(key).await?;
         let result = async {
             let current = self.get(key).await?;
             let next = f(current)?;
@@ -286,6 +317,19 @@ impl StateStorage for RedisLikeStorage {
         // own outcome is what the caller needs to see.
         let _ = self.unlock(key, token).await;
         result
+    }
+
+    /// The same server-side lock for the operators' own transitions (a throttle's check and
+    /// append, a fold's read, closure and write), so pipelines in different processes sharing
+    /// this server apply each event once. `lease` would be the lock key's `PX`.
+    async fn lock_key(&self, key: &str, _lease: Duration) -> StateResult<KeyLock> {
+        let token = self.acquire(key).await?;
+        Ok(KeyLock::new(ServerLock {
+            server: Arc::clone(&self.server),
+            key: key.to_string(),
+            token,
+            latency: self.latency,
+        }))
     }
 }
 
