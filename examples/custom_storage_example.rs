@@ -38,7 +38,7 @@
 //! fold (total per user):  alice $10.00, bob $5.00, alice $30.00, bob $12.50, alice $60.00
 //! results as expected  ok
 //! stored keys: ["shop/fold:alice", "shop/fold:bob", "shop/map:alice", "shop/map:bob"]
-//! round trips to the simulated server: 30 for 10 events
+//! round trips to the simulated server: 35 for 10 events
 //!
 //! == 5. RedisLikeStorage outage: errors reach the caller, nothing panics ==
 //! map:  alice not counted: state storage error: key 'shop/map:alice': connection refused (simulated outage)
