@@ -14,11 +14,12 @@ use crate::value::Key;
 /// of in an [`InMemoryState`](crate::InMemoryState), with the same rules:
 /// * **TTL from last write.** A value expires `ttl` after it was last stored; an expired value
 ///   is never returned (every access compares its stamp with the `now_ms` the caller passes).
-/// * **`max_size` with second-chance (CLOCK) eviction.** Storing a new key into a full table
-///   evicts a key first: keys wait in insertion order, a use marks a key, and the eviction
-///   takes the oldest unmarked key, sending each marked key it passes to the back unmarked.
-///   So a key used again before `max_size` newer keys push it to the front is never the
-///   victim, whatever the event rate, and a use costs one flag write (decision 005).
+/// * **`max_size` with eviction by list order.** Storing a new key into a full table evicts
+///   the key at the front of the recency list first. A new key joins the back; a use moves a
+///   key to the back once at least `max(1, max_size / 2)` list operations (keys joining or
+///   moving to the back) have happened since it last got there. So a key used again within
+///   every `max_size / 2` operations is never the victim, whatever the event rate, and a use
+///   that does not move costs a compare (decision 005: `InMemoryState`'s rule).
 /// * **Cleanup.** Expired values are dropped from memory by the first access after each
 ///   `cleanup_interval` (the table belongs to its operator's stream, which no background task
 ///   can reach); correctness never depends on it.
@@ -42,6 +43,10 @@ pub struct TypedTable<V> {
     hasher: DefaultHashBuilder,
     /// Keys in eviction order (oldest first); kept only when the table is bounded.
     recency: RecencyList,
+    /// List operations so far: a key's age is `ops - slot.stamp`.
+    ops: u64,
+    /// A used key moves to the back once its age reaches this (`max(1, max_size / 2)`).
+    move_after: u64,
     max_size: Option<usize>,
     ttl_ms: u64,
     cleanup_interval_ms: u64,
@@ -54,8 +59,8 @@ struct Slot<V> {
     /// `None` while taken.
     value: Option<V>,
     expires_at_ms: u64,
-    /// Used since eviction last passed it (second chance).
-    referenced: bool,
+    /// `ops` when the key last joined or moved to the back of the list.
+    stamp: u64,
     node: u32,
 }
 
@@ -80,6 +85,10 @@ impl<V> TypedTable<V> {
             table: HashTable::new(),
             hasher: DefaultHashBuilder::default(),
             recency: RecencyList::default(),
+            ops: 0,
+            move_after: config
+                .max_size
+                .map_or(u64::MAX, |n| u64::try_from(n / 2).unwrap_or(u64::MAX).max(1)),
             max_size: config.max_size.filter(|&n| n != usize::MAX),
             ttl_ms: u64::try_from(config.ttl.as_millis()).unwrap_or(u64::MAX),
             cleanup_interval_ms,
@@ -137,7 +146,11 @@ impl<V> TypedTable<V> {
         if now_ms >= slot.expires_at_ms || slot.value.is_none() {
             return None;
         }
-        slot.referenced = true;
+        if self.max_size.is_some() && self.ops - slot.stamp >= self.move_after {
+            self.ops += 1;
+            slot.stamp = self.ops;
+            self.recency.move_to_back(slot.node, hash);
+        }
         Some(slot)
     }
 
@@ -156,7 +169,15 @@ impl<V> TypedTable<V> {
         self.maybe_cleanup(now_ms);
         let node = match self.max_size {
             Some(max) => {
-                self.evict_down_to(max.saturating_sub(1));
+                while self.recency.len() >= max {
+                    let Some((victim, victim_hash)) = self.recency.pop_front() else {
+                        break;
+                    };
+                    if let Ok(entry) = self.table.find_entry(victim_hash, |s| s.node == victim) {
+                        entry.remove();
+                    }
+                }
+                self.ops += 1;
                 self.recency.push_back(hash)
             }
             None => 0,
@@ -168,7 +189,7 @@ impl<V> TypedTable<V> {
                 key: Key::new(key),
                 value: Some(value),
                 expires_at_ms,
-                referenced: false,
+                stamp: self.ops,
                 node,
             },
             |s| hasher.hash_one(s.key.as_bytes()),
@@ -217,28 +238,6 @@ impl<V> TypedTable<V> {
     fn maybe_cleanup(&mut self, now_ms: u64) {
         if now_ms >= self.next_cleanup_ms {
             self.cleanup(now_ms);
-        }
-    }
-
-    /// Evicts keys until at most `len` remain: the oldest unmarked key goes; a marked key at
-    /// the front is unmarked and sent to the back (its second chance). Ends, since every key
-    /// passed is unmarked.
-    fn evict_down_to(&mut self, len: usize) {
-        while self.recency.len() > len {
-            let Some((victim, victim_hash)) = self.recency.pop_front() else {
-                break;
-            };
-            let Ok(entry) = self.table.find_entry(victim_hash, |s| s.node == victim) else {
-                continue;
-            };
-            if entry.get().referenced {
-                let node = self.recency.push_back(victim_hash);
-                let slot = entry.into_mut();
-                slot.referenced = false;
-                slot.node = node;
-            } else {
-                entry.remove();
-            }
         }
     }
 }
