@@ -1,6 +1,6 @@
 //! The step behind `stateful_fold_rs2_par` and `stateful_reduce_rs2_par`: per event, load the
 //! key's value, combine it with the event through the user's closure, store the result, emit
-//! it, as [`Accumulate`](crate::Accumulate) does, but as one future per event so that the
+//! it, as the sequential fold and reduce do, but as one future per event so that the
 //! engine ([`KeyedPar`](crate::KeyedPar)) can run events of different keys at once.
 
 use std::future::Future;
@@ -19,26 +19,11 @@ use crate::engine::{save_detached, EventKey, InFlight, KeyedState, Landed, Loade
 use crate::engine::{ParStart, ParStep, Turn};
 
 /// The step of [`StatefulFoldPar`](crate::StatefulFoldPar) and
-/// [`StatefulReducePar`](crate::StatefulReducePar): the same state and error items as
-/// [`Accumulate`](crate::Accumulate) (the value in namespace `fold` or `reduce`, the
-/// closure's user state in `fold.user` or `reduce.user`; an undecodable stored value gives an
-/// `Err` item and is left untouched).
-///
-/// ```
-/// # #[tokio::main(flavor = "current_thread")] async fn main() {
-/// use futures::{stream, StreamExt};
-/// use rs2_operators::{AccumulateParStep, FoldSeed, KeyedPar, StatefulStreamExt};
-/// use rs2_state_core::{StateConfig, StateAccess};
-///
-/// // The par operators' types are `KeyedPar`s over a step, and can be written out.
-/// let totals: KeyedPar<_, _, AccumulateParStep<_, _, u64, FoldSeed<u64>>> =
-///     stream::iter([("a", 2u64), ("b", 5), ("a", 3)])
-///         .stateful_fold_rs2_par(StateConfig::new(), |e: &(&str, u64)| e.0.to_string(), 4, 0u64,
-///             |sum, e, _state: StateAccess| async move { sum + e.1 });
-/// let totals: Vec<u64> = totals.map(Result::unwrap).collect().await;
-/// assert_eq!(totals, [2, 5, 5]);
-/// # }
-/// ```
+/// [`StatefulReducePar`](crate::StatefulReducePar): the same state and error items as the
+/// sequential operators (the value in namespace `fold` or `reduce`, the closure's user state in
+/// `fold.user` or `reduce.user`; an undecodable stored value gives an `Err` item and is left
+/// untouched). In a store that is not in-process an event reads its key's value under the
+/// key's lock, and the save after the closure releases it.
 pub struct AccumulateParStep<F, Fut, A, Sd> {
     acc_state: KeyedState,
     user_state: KeyedState,

@@ -86,9 +86,9 @@ impl<V> TypedTable<V> {
             hasher: DefaultHashBuilder::default(),
             recency: RecencyList::default(),
             ops: 0,
-            move_after: config
-                .max_size
-                .map_or(u64::MAX, |n| u64::try_from(n / 2).unwrap_or(u64::MAX).max(1)),
+            move_after: config.max_size.map_or(u64::MAX, |n| {
+                u64::try_from(n / 2).unwrap_or(u64::MAX).max(1)
+            }),
             max_size: config.max_size.filter(|&n| n != usize::MAX),
             ttl_ms: u64::try_from(config.ttl.as_millis()).unwrap_or(u64::MAX),
             cleanup_interval_ms,
