@@ -1,7 +1,7 @@
 //! The step behind `stateful_fold_rs2_par` and `stateful_reduce_rs2_par`: per event, load the
 //! key's value, combine it with the event through the user's closure, store the result, emit
 //! it, as the sequential fold and reduce do, but as one future per event so that the
-//! engine ([`KeyedPar`](crate::KeyedPar)) can run events of different keys at once.
+//! engine ([`KeyedPar`](crate::engine::KeyedPar)) can run events of different keys at once.
 
 use std::future::Future;
 use std::marker::PhantomData;
