@@ -1,13 +1,14 @@
-//! `InMemoryState`: TTL expiry, the cleanup interval, the `max_size` bound with LRU eviction,
-//! admission of new keys into a full store, delete and clear.
+//! `InMemoryState`: TTL expiry, the cleanup interval, the `max_size` bound with LRU eviction and
+//! its recency rule (by list order, not time: a model of it is checked by proptest), admission
+//! of new keys into a full store, delete and clear.
 //!
-//! Time-dependent tests run on tokio's paused clock and move it with `tokio::time::advance`.
+//! Time-dependent tests run on tokio's paused clock and move it with `tokio::time::advance`;
+//! recency tests run with the clock standing still, since the rule must not need time to pass.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use rs2::prelude::*;
-use rs2::state::TOUCH_INTERVAL_MS;
 use serde::{Deserialize, Serialize};
 
 const TTL: Duration = Duration::from_secs(10);
@@ -305,7 +306,6 @@ const MAX: usize = 100;
 
 #[tokio::test(start_paused = true)]
 async fn max_size_holds_after_every_write_and_hot_key_survives() {
-    assert_eq!(TOUCH_INTERVAL_MS, 1_000);
     let store = InMemoryState::new(&StateConfig::new().max_size(MAX));
     store.set("hot", b"0").await.unwrap();
 
@@ -328,7 +328,8 @@ async fn max_size_holds_after_every_write_and_hot_key_survives() {
             .await
             .unwrap();
         assert!(store.len() <= MAX);
-        tokio::time::advance(Duration::from_millis(TOUCH_INTERVAL_MS + 100)).await;
+        // Time passing changes nothing about recency (it used to be tracked per second).
+        tokio::time::advance(Duration::from_millis(1_100)).await;
     }
     assert_eq!(next, 5 * MAX);
     assert_eq!(store.get("hot").await.unwrap(), Some(b"50".to_vec()));
@@ -341,8 +342,8 @@ async fn max_size_holds_after_every_write_and_hot_key_survives() {
     );
 }
 
-/// The same through an operator (whose reads of a known key only touch recency once a
-/// second): the hot key's counter is never reset, and the shared store stays within bounds.
+/// The same through an operator: the hot key's counter is never reset, and the shared store
+/// stays within bounds.
 #[tokio::test(start_paused = true)]
 async fn max_size_through_map_operator_keeps_hot_key_state() {
     let config = StateConfig::new().max_size(MAX);
@@ -375,13 +376,120 @@ async fn max_size_through_map_operator_keeps_hot_key_state() {
             "hot key's state lost"
         );
         assert!(store.len() <= MAX);
-        tokio::time::advance(Duration::from_millis(TOUCH_INTERVAL_MS + 100)).await;
+        tokio::time::advance(Duration::from_millis(1_100)).await;
     }
     // An early cold key was evicted and starts again.
     assert_eq!(
         feed.push(&mut out, "cold-0".to_string()).await,
         ("cold-0".to_string(), 1)
     );
+}
+
+/// Issue 8 item 5's test: with max_size N, one key read on every event while 10 × N new keys
+/// are written, all within one millisecond of (paused) time. Recency used to be recorded once
+/// per key per second, so the hot key was evicted after N new keys however often it was read.
+#[tokio::test(start_paused = true)]
+async fn hot_key_read_every_event_survives_ten_times_max_size_new_keys_in_one_millisecond() {
+    const N: usize = 1_000;
+    let store = InMemoryState::new(&StateConfig::new().max_size(N));
+    let start = store.clock().now_ms();
+    store.set("hot", b"session").await.unwrap();
+    for i in 0..10 * N {
+        assert_eq!(
+            store.get("hot").await.unwrap(),
+            Some(b"session".to_vec()),
+            "hot key lost after {i} new keys"
+        );
+        store.set(&format!("new-{i}"), b"n").await.unwrap();
+        assert!(store.len() <= N, "len {} > {N}", store.len());
+    }
+    assert_eq!(store.get("hot").await.unwrap(), Some(b"session".to_vec()));
+    assert_eq!(store.clock().now_ms(), start, "the clock moved");
+    assert_eq!(store.len(), N);
+}
+
+/// The same through an operator, the way a busy user's session meets a flood of new users:
+/// the busy key's count is never reset.
+#[tokio::test(start_paused = true)]
+async fn busy_key_counter_survives_a_flood_of_new_keys_through_map_in_one_millisecond() {
+    const N: usize = 1_000;
+    let config = StateConfig::new().max_size(N);
+    let store = InMemoryState::new(&config);
+    let start = store.clock().now_ms();
+    let storage: Arc<dyn StateStorage + Send + Sync> = Arc::new(store.clone());
+    let events = (0..10 * N).flat_map(|i| ["busy".to_string(), format!("new-{i}")]);
+    let counts: Vec<(String, u64)> = futures::stream::iter(events)
+        .stateful_map_rs2(
+            config.with_custom_storage(storage),
+            |k: &String| k.clone(),
+            |k, state| async move {
+                let n = state
+                    .update(|n: Option<u64>| n.unwrap_or(0) + 1)
+                    .await
+                    .unwrap();
+                (k, n)
+            },
+        )
+        .collect()
+        .await;
+    let busy: Vec<u64> = counts
+        .iter()
+        .filter(|(k, _)| k == "busy")
+        .map(|&(_, n)| n)
+        .collect();
+    assert_eq!(busy, (1..=(10 * N) as u64).collect::<Vec<_>>());
+    assert!(counts.iter().all(|(k, n)| k == "busy" || *n == 1));
+    assert_eq!(store.clock().now_ms(), start, "the clock moved");
+    assert!(store.len() <= N);
+}
+
+/// Plain LRU cases (small stores, where every use of a key not already at the back moves it).
+#[tokio::test(start_paused = true)]
+async fn the_least_recently_used_key_goes_first() {
+    // Without uses, keys leave in the order they were written.
+    let store = InMemoryState::new(&StateConfig::new().max_size(3));
+    for k in ["a", "b", "c", "d", "e"] {
+        store.set(k, b"v").await.unwrap();
+    }
+    for (k, kept) in [
+        ("a", false),
+        ("b", false),
+        ("c", true),
+        ("d", true),
+        ("e", true),
+    ] {
+        assert_eq!(store.exists(k).await.unwrap(), kept, "{k}");
+    }
+
+    // A read, an exists, a rewrite and an update each count as a use.
+    let store = InMemoryState::new(&StateConfig::new().max_size(2));
+    let storage: Arc<dyn StateStorage + Send + Sync> = Arc::new(store.clone());
+    for how in ["get", "exists", "set", "update"] {
+        store.clear().await.unwrap();
+        store.set("old", b"v").await.unwrap();
+        store.set("new", b"v").await.unwrap();
+        match how {
+            "get" => assert!(store.get("old").await.unwrap().is_some()),
+            "exists" => assert!(store.exists("old").await.unwrap()),
+            "set" => store.set("old", b"w").await.unwrap(),
+            _ => {
+                storage
+                    .update("old", Box::new(|v| Ok(v.unwrap_or_default())))
+                    .await
+                    .unwrap();
+            }
+        }
+        store.set("newest", b"v").await.unwrap();
+        assert!(
+            store.exists("old").await.unwrap(),
+            "{how}: used key evicted"
+        );
+        // `exists` is a use itself, so check "new" last.
+        assert!(
+            !store.exists("new").await.unwrap(),
+            "{how}: wrong key evicted"
+        );
+    }
 }
 
 #[tokio::test]
@@ -660,5 +768,133 @@ mod in_place {
         }
         assert_eq!(value_of(&store, "key-9"), Some(vec![9; 40]));
         assert_eq!(value_of(&store, "key-0"), None);
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The recency rule against a model of it
+// ---------------------------------------------------------------------------------------------
+
+mod recency_model {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Set(u8),
+        Get(u8),
+        Delete(u8),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            3 => (0..24u8).prop_map(Op::Set),
+            3 => (0..24u8).prop_map(Op::Get),
+            1 => (0..24u8).prop_map(Op::Delete),
+        ]
+    }
+
+    /// The rule as documented on `InMemoryState`, written the obvious way: a list, front
+    /// evicted first; a count of operations that put a key at the back; a use moves a key to
+    /// the back when its age in operations is at least `max(1, max_size / 2)`.
+    struct Model {
+        max: usize,
+        move_after: u64,
+        /// Front (next to be evicted) first: (key, value, stamp).
+        list: Vec<(u8, u32, u64)>,
+        ops: u64,
+    }
+
+    impl Model {
+        fn new(max: usize) -> Self {
+            Self {
+                max,
+                move_after: (max as u64 / 2).max(1),
+                list: Vec::new(),
+                ops: 0,
+            }
+        }
+
+        fn position(&self, key: u8) -> Option<usize> {
+            self.list.iter().position(|&(k, _, _)| k == key)
+        }
+
+        fn use_at(&mut self, i: usize) {
+            if self.ops - self.list[i].2 >= self.move_after {
+                // The store stamps with the count before the move; a key already at the back
+                // does not move, and that is not an operation.
+                self.list[i].2 = self.ops;
+                if i + 1 < self.list.len() {
+                    let entry = self.list.remove(i);
+                    self.list.push(entry);
+                    self.ops += 1;
+                }
+            }
+        }
+
+        fn set(&mut self, key: u8, value: u32) {
+            match self.position(key) {
+                Some(i) => {
+                    self.list[i].1 = value;
+                    self.use_at(i);
+                }
+                None => {
+                    self.ops += 1;
+                    self.list.push((key, value, self.ops));
+                    while self.list.len() > self.max {
+                        self.list.remove(0);
+                    }
+                }
+            }
+        }
+
+        fn get(&mut self, key: u8) -> Option<u32> {
+            let i = self.position(key)?;
+            let value = self.list[i].1;
+            self.use_at(i);
+            Some(value)
+        }
+
+        fn delete(&mut self, key: u8) {
+            if let Some(i) = self.position(key) {
+                self.list.remove(i);
+            }
+        }
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(256))]
+
+        /// Every read returns what the model holds, and the store holds exactly the model's
+        /// keys, after every step.
+        #[test]
+        fn the_store_follows_the_documented_recency_rule(
+            max in 1..10usize,
+            ops in proptest::collection::vec(op(), 1..300),
+        ) {
+            let store = InMemoryState::new(&StateConfig::new().max_size(max));
+            let mut model = Model::new(max);
+            for (step, op) in ops.iter().enumerate() {
+                match *op {
+                    Op::Set(k) => {
+                        let value = step as u32;
+                        futures::executor::block_on(store.set(&k.to_string(), &value.to_le_bytes()))
+                            .unwrap();
+                        model.set(k, value);
+                    }
+                    Op::Get(k) => {
+                        let got = futures::executor::block_on(store.get(&k.to_string())).unwrap();
+                        let want = model.get(k).map(|v| v.to_le_bytes().to_vec());
+                        prop_assert_eq!(got, want, "step {}: get {}", step, k);
+                    }
+                    Op::Delete(k) => {
+                        futures::executor::block_on(store.delete(&k.to_string())).unwrap();
+                        model.delete(k);
+                    }
+                }
+                prop_assert_eq!(store.len(), model.list.len(), "step {}", step);
+                prop_assert!(store.len() <= max);
+            }
+        }
     }
 }

@@ -2,8 +2,10 @@
 //!
 //! Values live in a sharded hash table that readers and writers update in place, so an access
 //! to an existing key is a lock and a lookup; a recency list bounds the store exactly, evicting
-//! the least recently used key. Expiry is exact: every read checks the value's stamp against
-//! [`StateClock`]. Why this is not a moka cache: `docs/decisions/001-in-memory-hot-path.md`.
+//! the least recently used key, with recency measured in list operations rather than time
+//! (`docs/decisions/005-recency-by-list-order.md`). Expiry is exact: every read checks the
+//! value's stamp against [`StateClock`]. Why this is not a moka cache:
+//! `docs/decisions/001-in-memory-hot-path.md`.
 #![warn(missing_docs)]
 
 mod clock;
@@ -15,5 +17,5 @@ mod value;
 
 pub use clock::StateClock;
 pub use create::CreateStorage;
-pub use store::{InMemoryState, TOUCH_INTERVAL_MS};
+pub use store::InMemoryState;
 pub use typed::TypedTable;

@@ -4,6 +4,10 @@
 //! index, so an evicted node finds its entry with a hash lookup and an index compare. The list
 //! is changed only under the store's recency lock, together with the table, so a node and its
 //! entry come and go as one.
+//!
+//! The list also counts the operations that put a node at the back (a push, or a move that
+//! changes the order): the store's recency rule measures a key's age in these operations, not
+//! in time (see `InMemoryState` and `docs/decisions/005-recency-by-list-order.md`).
 
 const NIL: u32 = u32::MAX;
 
@@ -25,6 +29,9 @@ pub(crate) struct RecencyList {
     /// Most recently used.
     tail: u32,
     len: usize,
+    /// Pushes and order-changing moves so far. Only ever grows (`clear` keeps it), so ages
+    /// measured against it stay meaningful across a clear.
+    ops: u64,
 }
 
 impl Default for RecencyList {
@@ -35,6 +42,7 @@ impl Default for RecencyList {
             head: NIL,
             tail: NIL,
             len: 0,
+            ops: 0,
         }
     }
 }
@@ -42,6 +50,19 @@ impl Default for RecencyList {
 impl RecencyList {
     pub fn len(&self) -> usize {
         self.len
+    }
+
+    /// Operations that put a node at the back so far (pushes and moves that changed the order).
+    /// A node has at most this many nodes behind it counted from its own push or move, which is
+    /// what makes an age in operations a bound on its distance from the back.
+    pub fn ops(&self) -> u64 {
+        self.ops
+    }
+
+    /// Sets the operation count, for tests of what happens when it grows past 32 bits.
+    #[cfg(test)]
+    pub fn set_ops(&mut self, ops: u64) {
+        self.ops = ops;
     }
 
     /// Adds a key as the most recently used; returns its node.
@@ -68,6 +89,7 @@ impl RecencyList {
         }
         self.tail = index;
         self.len += 1;
+        self.ops += 1;
         index
     }
 
@@ -90,11 +112,13 @@ impl RecencyList {
             .is_some_and(|node| node.live && node.hash == hash)
     }
 
-    /// Marks the key as the most recently used. A stale `index` (its key is gone) is ignored.
+    /// Marks the key as the most recently used. A stale `index` (its key is gone) is ignored,
+    /// and so is a move of the node already at the back; neither counts as an operation.
     pub fn move_to_back(&mut self, index: u32, hash: u64) {
         if !self.holds(index, hash) || self.tail == index {
             return;
         }
+        self.ops += 1;
         self.unlink(index);
         let tail = self.tail;
         let node = &mut self.nodes[index as usize];
@@ -128,8 +152,12 @@ impl RecencyList {
         Some((index, hash))
     }
 
+    /// Removes every node; the operation count carries on.
     pub fn clear(&mut self) {
-        *self = Self::default();
+        *self = Self {
+            ops: self.ops,
+            ..Self::default()
+        };
     }
 }
 
@@ -167,6 +195,27 @@ mod tests {
         assert_eq!(list.len(), 2);
         assert_eq!(list.pop_front(), Some((a, 1)));
         assert_eq!(list.pop_front().map(|(_, h)| h), Some(4));
+        assert_eq!(list.pop_front(), None);
+    }
+
+    #[test]
+    fn pushes_and_real_moves_are_counted_and_clear_keeps_the_count() {
+        let mut list = RecencyList::default();
+        let a = list.push_back(1);
+        let b = list.push_back(2);
+        assert_eq!(list.ops(), 2);
+        list.move_to_back(b, 2); // already at the back: no change, not counted
+        list.move_to_back(a, 99); // wrong hash: ignored
+        assert_eq!(list.ops(), 2);
+        list.move_to_back(a, 1);
+        assert_eq!(list.ops(), 3);
+        assert_eq!(order(&mut list), [2, 1]);
+        list.pop_front();
+        list.remove(a);
+        assert_eq!(list.ops(), 3, "removals are not operations at the back");
+        list.push_back(3);
+        list.clear();
+        assert_eq!((list.len(), list.ops()), (0, 4));
         assert_eq!(list.pop_front(), None);
     }
 }

@@ -15,13 +15,14 @@ use crate::clock::StateClock;
 use crate::recency::RecencyList;
 use crate::value::{Key, Value};
 
-/// Recency is recorded at most once per key per this many milliseconds: an access to an
-/// existing key takes one shard lock and nothing else, except on its first access in each
-/// second. So eviction order is least-recently-used with one-second resolution. See
-/// `docs/decisions/001-in-memory-hot-path.md`.
-pub const TOUCH_INTERVAL_MS: u64 = 1_000;
-
 const SHARDS: usize = 16;
+
+/// The largest age (in recency-list operations) at which a used key stays where it is. Ages
+/// are kept in 32 bits; with this cap and a restamp every [`RESTAMP_EVERY`] operations no
+/// stored age can wrap around to look young (see [`Inner::restamp_old_keys`]).
+const MAX_MOVE_AFTER: u32 = 1 << 30;
+/// Operations between two passes that cap stored ages at [`MAX_MOVE_AFTER`].
+const RESTAMP_EVERY: u64 = 1 << 31;
 
 /// The default state store: values live in this process.
 ///
@@ -32,9 +33,20 @@ const SHARDS: usize = 16;
 ///   `cleanup_interval`, by a background tokio task when the store is created inside a tokio
 ///   runtime, and otherwise by the first new key written after the interval has passed.
 /// * **Size.** With `max_size = Some(n)` the store holds at most `n` keys after every write:
-///   writing a new key into a full store evicts the least recently used key before the write
-///   returns (recency has one-second resolution, see [`TOUCH_INTERVAL_MS`]). Eviction removes
-///   the key's state: a later read finds nothing. New keys are always admitted.
+///   writing a new key into a full store evicts the key at the front of the recency list before
+///   the write returns. Eviction removes the key's state: a later read finds nothing. New keys
+///   are always admitted.
+/// * **Recency follows use, not the clock.** Keys sit in a list and are evicted from its front.
+///   A new key joins the back. A use of a key (a read, `exists`, a write, an `update`, or a
+///   `modify` that keeps or stores the value) moves it to the back if at least
+///   `max(1, ⌊n/2⌋)` list operations (keys joining or moving to the back) have happened since
+///   it last got there; otherwise it keeps its place. So, for `n ≥ 2`, a key used again within
+///   every ⌈n/2⌉ list operations (in particular, within every ⌈n/2⌉ new keys written plus uses
+///   of other keys) is never evicted, at any event rate; among keys used within the last
+///   ⌊n/2⌋ operations the order is that of their last move. A use that does not move the key
+///   costs one atomic load and a compare; a key moves, taking the list's lock, at most once per
+///   ⌊n/2⌋ operations. An unbounded store never evicts, so uses leave its list alone. See
+///   `docs/decisions/005-recency-by-list-order.md`.
 /// * **Sharing.** Clones share one store. Each `update` of a key is atomic with respect to every
 ///   other `update`, `set` and read of that key, from any task or thread.
 ///
@@ -67,8 +79,19 @@ struct Inner {
     /// being aimed at one bucket.
     hasher: DefaultHashBuilder,
     /// Recency order of every key in the table. Lock order: `recency`, then a shard. Taken
-    /// only to add or remove a key, and to record a key's first use in a second.
+    /// only to add or remove a key, and to move a key whose age reached `move_after`.
     recency: Mutex<RecencyList>,
+    /// `recency.ops()`, readable without its lock: a use compares a key's stamp with it. Stored
+    /// under the recency lock after each operation and before a shard lock is released, so a
+    /// reader holding the shard lock never sees it older than a stamp in that shard (which
+    /// would look like a huge age and cost a needless move).
+    ops: AtomicU64,
+    /// `recency.ops()` at the last [`Inner::restamp_old_keys`]; changed under the recency lock.
+    restamped_at: AtomicU64,
+    /// A used key moves to the back once its age is at least this many list operations:
+    /// `max(1, max_size / 2)`, capped at [`MAX_MOVE_AFTER`]; `None` when unbounded (nothing is
+    /// evicted, so the order is never consulted).
+    move_after: Option<u32>,
     /// Keys held (mirrors the recency list, readable without its lock).
     len: AtomicUsize,
     max_size: Option<usize>,
@@ -84,8 +107,10 @@ struct Entry {
     key: Key,
     value: Value,
     expires_at_ms: u64,
-    /// Second (of the store's clock) of the last recorded use.
-    touched_s: u32,
+    /// The low 32 bits of the recency list's operation count when the key last joined or moved
+    /// to its back (or a little earlier: a use stamps before it moves, which only makes the age
+    /// read larger). Its age is the count now minus this, wrapping.
+    stamp: u32,
     /// The key's node in the recency list.
     node: u32,
 }
@@ -99,18 +124,6 @@ impl Entry {
     #[inline]
     fn live(&self, now_ms: u64) -> bool {
         now_ms < self.expires_at_ms
-    }
-
-    /// Records a use; `true` when the recency list should hear of it (once per second).
-    #[inline]
-    fn touch(&mut self, now_ms: u64) -> bool {
-        let now_s = (now_ms / TOUCH_INTERVAL_MS) as u32;
-        if self.touched_s != now_s {
-            self.touched_s = now_s;
-            true
-        } else {
-            false
-        }
     }
 
     fn heap_bytes(&self) -> usize {
@@ -136,12 +149,16 @@ impl InMemoryState {
     pub fn new(config: &StateConfig) -> Self {
         let clock = StateClock::new();
         let cleanup_interval_ms = (config.cleanup_interval.as_millis() as u64).max(1);
+        let max_size = config.max_size.filter(|&n| n != usize::MAX);
         let inner = Arc::new(Inner {
             shards: (0..SHARDS).map(|_| Mutex::new(HashTable::new())).collect(),
             hasher: DefaultHashBuilder::default(),
             recency: Mutex::new(RecencyList::default()),
+            ops: AtomicU64::new(0),
+            restamped_at: AtomicU64::new(0),
+            move_after: max_size.map(|n| (n / 2).clamp(1, MAX_MOVE_AFTER as usize) as u32),
             len: AtomicUsize::new(0),
-            max_size: config.max_size.filter(|&n| n != usize::MAX),
+            max_size,
             clock,
             ttl_ms: config.ttl.as_millis() as u64,
             cleanup_interval_ms,
@@ -219,6 +236,58 @@ impl Inner {
         self.hasher.hash_one(entry.key.as_bytes())
     }
 
+    /// Records a use of `entry` (its shard lock held). Returns its node when the key is old
+    /// enough to move to the back, having stamped it already, so a concurrent use of the same
+    /// key sees it young and does not queue a second move; the caller then calls
+    /// [`Inner::move_to_back`] after releasing the shard lock (the lock order is recency
+    /// first). Stamping before moving can only make the key's age read larger than it is.
+    #[inline]
+    fn note_use(&self, entry: &mut Entry) -> Option<u32> {
+        let move_after = self.move_after?;
+        let ops = self.ops.load(Ordering::Relaxed) as u32;
+        if ops.wrapping_sub(entry.stamp) < move_after {
+            return None;
+        }
+        entry.stamp = ops;
+        Some(entry.node)
+    }
+
+    /// Moves a used key to the back of the recency list (no shard lock may be held).
+    fn move_to_back(&self, node: u32, hash: u64) {
+        let mut recency = lock(&self.recency);
+        recency.move_to_back(node, hash);
+        self.ops.store(recency.ops(), Ordering::Relaxed);
+        self.maybe_restamp(&recency);
+    }
+
+    /// Runs [`Inner::restamp_old_keys`] once per [`RESTAMP_EVERY`] list operations. Called
+    /// under the recency lock with no shard lock held.
+    fn maybe_restamp(&self, recency: &RecencyList) {
+        if self.move_after.is_some()
+            && recency.ops() - self.restamped_at.load(Ordering::Relaxed) >= RESTAMP_EVERY
+        {
+            self.restamp_old_keys(recency.ops());
+        }
+    }
+
+    /// Caps every key's stored age at [`MAX_MOVE_AFTER`] (still old enough to move on its next
+    /// use). Stamps hold 32 bits of a 64-bit count, so a key left alone for 2^32 operations
+    /// would otherwise read as young again and could be evicted while in use. Run at most
+    /// every [`RESTAMP_EVERY`] operations, no stored age exceeds `MAX_MOVE_AFTER` +
+    /// `RESTAMP_EVERY` < 2^32. Costs one pass over the table every 2^31 list operations.
+    /// Called under the recency lock.
+    fn restamp_old_keys(&self, ops: u64) {
+        self.restamped_at.store(ops, Ordering::Relaxed);
+        let now = ops as u32;
+        for shard in self.shards.iter() {
+            for entry in lock(shard).iter_mut() {
+                if now.wrapping_sub(entry.stamp) > MAX_MOVE_AFTER {
+                    entry.stamp = now.wrapping_sub(MAX_MOVE_AFTER);
+                }
+            }
+        }
+    }
+
     fn cleanup(&self) {
         let now = self.clock.now_ms();
         self.next_cleanup_ms.store(
@@ -263,7 +332,7 @@ impl Inner {
         mut produce: impl Produce,
     ) -> StateResult<()> {
         let expires_at_ms = now.saturating_add(self.ttl_ms);
-        let touched = {
+        let to_move = {
             let mut shard = self.shard(hash);
             match shard.find_mut(hash, |e| e.is(key)) {
                 Some(entry) => {
@@ -271,13 +340,13 @@ impl Inner {
                     let bytes = produce.produce(current)?;
                     entry.value.set(bytes);
                     entry.expires_at_ms = expires_at_ms;
-                    Some(entry.touch(now).then_some(entry.node))
+                    Some(self.note_use(entry))
                 }
                 None => None,
             }
         };
-        match touched {
-            Some(Some(node)) => lock(&self.recency).move_to_back(node, hash),
+        match to_move {
+            Some(Some(node)) => self.move_to_back(node, hash),
             Some(None) => {}
             None => self.insert_new(hash, key, now, produce)?,
         }
@@ -302,21 +371,26 @@ impl Inner {
             let bytes = produce.produce(current)?;
             entry.value.set(bytes);
             entry.expires_at_ms = expires_at_ms;
-            entry.touched_s = (now / TOUCH_INTERVAL_MS) as u32;
-            let node = entry.node;
+            // Both locks are held, so move and stamp it exactly (no age check needed: this
+            // path is rare, a race between two first writes of one key).
+            recency.move_to_back(entry.node, hash);
+            self.ops.store(recency.ops(), Ordering::Relaxed);
+            entry.stamp = recency.ops() as u32;
             drop(shard);
-            recency.move_to_back(node, hash);
+            self.maybe_restamp(&recency);
             return Ok(());
         }
         let value = Value::new(produce.produce(None)?);
         let node = recency.push_back(hash);
+        // Published before the entry (see `Inner::ops`).
+        self.ops.store(recency.ops(), Ordering::Relaxed);
         shard.insert_unique(
             hash,
             Entry {
                 key: Key::new(key),
                 value,
                 expires_at_ms,
-                touched_s: (now / TOUCH_INTERVAL_MS) as u32,
+                stamp: recency.ops() as u32,
                 node,
             },
             |e| self.hash_of(e),
@@ -336,6 +410,7 @@ impl Inner {
             }
         }
         self.len.store(recency.len(), Ordering::Relaxed);
+        self.maybe_restamp(&recency);
         drop(recency);
         self.maybe_cleanup(now);
         Ok(())
@@ -381,13 +456,13 @@ impl LocalStorage for InMemoryState {
             match shard.find_mut(hash, |e| e.is(key)) {
                 Some(entry) if entry.live(now_ms) => {
                     f(entry.value.as_slice());
-                    entry.touch(now_ms).then_some(entry.node)
+                    self.inner.note_use(entry)
                 }
                 _ => return false,
             }
         };
         if let Some(node) = node {
-            lock(&self.inner.recency).move_to_back(node, hash);
+            self.inner.move_to_back(node, hash);
         }
         true
     }
@@ -421,7 +496,7 @@ impl LocalStorage for InMemoryState {
         f: &mut LocalModifyFn<'_>,
     ) -> StateResult<ValueChange> {
         let inner = &self.inner;
-        let (change, touched) = {
+        let (change, to_move) = {
             let mut shard = inner.shard(hash);
             let Some(entry) = shard.find_mut(hash, |e| e.is(key)) else {
                 drop(shard);
@@ -453,20 +528,20 @@ impl LocalStorage for InMemoryState {
                     change
                 }
             };
-            let touched = match change {
+            let to_move = match change {
                 ValueChange::Store => {
                     entry.expires_at_ms = now_ms.saturating_add(inner.ttl_ms);
-                    entry.touch(now_ms).then_some(entry.node)
+                    inner.note_use(entry)
                 }
-                ValueChange::Keep if live => entry.touch(now_ms).then_some(entry.node),
+                ValueChange::Keep if live => inner.note_use(entry),
                 ValueChange::Keep | ValueChange::Remove => None,
             };
-            (change, touched)
+            (change, to_move)
         };
         if change == ValueChange::Remove {
             self.remove(hash, key);
-        } else if let Some(node) = touched {
-            lock(&inner.recency).move_to_back(node, hash);
+        } else if let Some(node) = to_move {
+            inner.move_to_back(node, hash);
         }
         Ok(change)
     }
@@ -562,5 +637,206 @@ mod tests {
     #[test]
     fn an_entry_is_one_cache_line() {
         assert_eq!(std::mem::size_of::<Entry>(), 64);
+    }
+
+    fn bounded(max_size: usize) -> InMemoryState {
+        InMemoryState::new(&StateConfig::new().max_size(max_size))
+    }
+
+    /// Every operation of these tests happens at one instant (the store's clock when the first
+    /// test asked): the rule may not depend on time passing.
+    fn now() -> u64 {
+        static NOW: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+        *NOW.get_or_init(|| StateClock::new().now_ms())
+    }
+
+    fn put(store: &InMemoryState, key: &str, value: &[u8]) {
+        store
+            .write(store.hash_key(key), key, now(), value)
+            .expect("in-memory write");
+    }
+
+    fn get(store: &InMemoryState, key: &str) -> Option<Vec<u8>> {
+        let mut out = None;
+        store.read(store.hash_key(key), key, now(), &mut |b| {
+            out = Some(b.to_vec())
+        });
+        out
+    }
+
+    /// The key's live value, looked up without counting as a use.
+    fn peek(store: &InMemoryState, key: &str) -> Option<Vec<u8>> {
+        let hash = store.hash_key(key);
+        let shard = store.inner.shard(hash);
+        shard
+            .find(hash, |e| e.is(key))
+            .filter(|e| e.live(now()))
+            .map(|e| e.value.as_slice().to_vec())
+    }
+
+    fn ops(store: &InMemoryState) -> u64 {
+        lock(&store.inner.recency).ops()
+    }
+
+    /// Issue 8 item 5: one key used on every event while 10 × max_size new keys arrive within
+    /// one millisecond. Under the old one-second rule the key moved once and was evicted after
+    /// max_size new keys.
+    #[test]
+    fn a_key_used_on_every_event_survives_ten_times_max_size_new_keys_at_one_instant() {
+        const MAX: usize = 1_000;
+        for how in ["read", "write", "update", "modify-keep"] {
+            let store = bounded(MAX);
+            put(&store, "hot", b"hot");
+            for i in 0..10 * MAX {
+                let hash = store.hash_key("hot");
+                match how {
+                    "read" => assert!(get(&store, "hot").is_some(), "{how}: lost at {i}"),
+                    "write" => {
+                        // Only the write path: a write to an evicted key would put it back.
+                        assert!(peek(&store, "hot").is_some(), "{how}: lost at {i}");
+                        put(&store, "hot", b"hot");
+                    }
+                    "update" => {
+                        let mut existed = false;
+                        LocalStorage::update(
+                            &store,
+                            hash,
+                            "hot",
+                            now(),
+                            &mut Vec::new(),
+                            &mut |current, out| {
+                                existed = current.is_some();
+                                out.extend_from_slice(b"1");
+                                Ok(())
+                            },
+                        )
+                        .expect("update");
+                        assert!(existed, "{how}: lost at {i}");
+                    }
+                    _ => {
+                        let change = store
+                            .modify(hash, "hot", now(), &mut Vec::new(), &mut |_, existed| {
+                                assert!(existed, "{how}: lost at {i}");
+                                Ok(ValueChange::Keep)
+                            })
+                            .expect("modify");
+                        assert_eq!(change, ValueChange::Keep);
+                    }
+                }
+                put(&store, &format!("new-{i}"), b"n");
+                assert!(store.len() <= MAX, "{how}: len {} > {MAX}", store.len());
+            }
+            assert!(peek(&store, "hot").is_some(), "{how}: hot key evicted");
+            assert_eq!(store.len(), MAX, "{how}");
+            // The new keys went in order: the oldest are gone, the newest are there.
+            assert_eq!(peek(&store, "new-0"), None, "{how}");
+            assert!(peek(&store, &format!("new-{}", 10 * MAX - 1)).is_some());
+        }
+    }
+
+    #[test]
+    fn the_least_recently_used_key_goes_first() {
+        // max_size 3: keys move on every use older than one operation, so the order is exact.
+        let store = bounded(3);
+        for k in ["a", "b", "c"] {
+            put(&store, k, k.as_bytes());
+        }
+        assert!(get(&store, "a").is_some());
+        put(&store, "d", b"d"); // order b c a d: b goes
+        assert_eq!(get(&store, "b"), None);
+        assert!(get(&store, "c").is_some()); // order a d c
+        put(&store, "e", b"e"); // a goes
+        assert_eq!(get(&store, "a"), None);
+        for k in ["c", "d", "e"] {
+            assert_eq!(get(&store, k), Some(k.as_bytes().to_vec()), "{k}");
+        }
+    }
+
+    #[test]
+    fn a_used_key_moves_once_per_half_the_bound() {
+        const MAX: u64 = 100;
+        let store = bounded(MAX as usize);
+        put(&store, "hot", b"h");
+        for i in 0..1_000 {
+            assert!(get(&store, "hot").is_some());
+            put(&store, &format!("new-{i}"), b"n");
+        }
+        // 1,001 pushes, plus one move of the hot key per 50 operations.
+        let moves = ops(&store) - 1_001;
+        assert!((19..=21).contains(&moves), "{moves} moves");
+        // Uses of a young key take no operation at all.
+        let before = ops(&store);
+        for _ in 0..1_000 {
+            put(&store, "new-999", b"n");
+            assert!(get(&store, "new-999").is_some());
+        }
+        assert_eq!(ops(&store), before);
+    }
+
+    #[test]
+    fn an_unbounded_store_keeps_no_order() {
+        let store = InMemoryState::new(&StateConfig {
+            max_size: None,
+            ..StateConfig::new()
+        });
+        for i in 0..100 {
+            put(&store, &format!("k{i}"), b"v");
+        }
+        for _ in 0..10 {
+            for i in 0..100 {
+                assert!(get(&store, &format!("k{i}")).is_some());
+                put(&store, &format!("k{i}"), b"w");
+            }
+        }
+        assert_eq!(ops(&store), 100, "only the pushes");
+        store.cleanup();
+        assert_eq!(store.len(), 100);
+    }
+
+    /// Stamps keep 32 bits of the operation count. A key left alone for 2^32 operations would
+    /// read as young, stay put when used again and be evicted while in use; the periodic
+    /// restamp caps its age instead. (The count jumps here; in a store it takes 2^31 real
+    /// operations to reach a restamp.) Fails with the restamp removed.
+    #[test]
+    fn ages_do_not_wrap_around_after_two_to_the_32_operations() {
+        let store = bounded(4); // a use moves a key 2 operations old
+        for k in ["hot", "a", "b", "c"] {
+            put(&store, k, b"v"); // "hot" joins at operation 1
+        }
+        let jump = |by: u64| {
+            let mut recency = lock(&store.inner.recency);
+            let ops = recency.ops() + by;
+            recency.set_ops(ops);
+            store.inner.ops.store(ops, Ordering::Relaxed);
+        };
+        // Each jump is followed by a use that moves an old key: an operation, which runs the
+        // restamp when one is due (after the first jump).
+        jump(RESTAMP_EVERY - 2);
+        assert!(get(&store, "a").is_some()); // order: hot b c a
+        jump(RESTAMP_EVERY - 2);
+        assert!(get(&store, "b").is_some()); // order: hot c a b
+                                             // 2^32 + 1 operations since "hot" joined: its 32-bit age would read 1, young.
+        assert_eq!(ops(&store), (1 << 32) + 2);
+        // It must read as old, so this use moves it to the back...
+        assert!(get(&store, "hot").is_some()); // order: c a b hot
+                                               // ...and the next new key evicts the front ("c"), not "hot".
+        put(&store, "d", b"v");
+        assert!(get(&store, "hot").is_some(), "a key in use was evicted");
+        assert_eq!(get(&store, "c"), None);
+    }
+
+    #[test]
+    fn a_clear_keeps_the_count_and_the_store_works_on() {
+        let store = bounded(2);
+        put(&store, "a", b"1");
+        put(&store, "b", b"2");
+        futures::executor::block_on(store.clear()).expect("clear");
+        assert_eq!(ops(&store), 2);
+        put(&store, "c", b"3");
+        put(&store, "d", b"4");
+        assert!(get(&store, "c").is_some());
+        put(&store, "e", b"5");
+        assert_eq!(get(&store, "d"), None);
+        assert_eq!(store.len(), 2);
     }
 }

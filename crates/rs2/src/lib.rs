@@ -39,7 +39,7 @@
 pub mod state {
     pub use rs2_operators::*;
     pub use rs2_state_core::*;
-    pub use rs2_state_memory::{CreateStorage, InMemoryState, StateClock, TOUCH_INTERVAL_MS};
+    pub use rs2_state_memory::{CreateStorage, InMemoryState, StateClock};
 }
 
 /// Stream combinators (`map`, `filter`, `for_each`, `collect`, ...).
