@@ -6,7 +6,7 @@ use std::time::Duration;
 use pin_project_lite::pin_project;
 use rs2_state_core::{KeyExtractor, StateConfig, StateError};
 
-use crate::engine::driver::{driven_stream, Driver, Emit, EventOp, Finish};
+use crate::engine::driver::{driven_stream, Driver, Emit, EventOp};
 use crate::engine::own::OwnState;
 use crate::engine::{ceil_ms, Change, EventKey, KeyedState, StateIo};
 
@@ -111,10 +111,6 @@ impl<T> EventOp<T> for Dedup<T> {
             // A repeat within the window: dropped in place.
             _ => Emit::Skip,
         }
-    }
-
-    fn finish(&mut self, (): (), _: &mut KeyedState, _: EventKey, _: u64) -> Finish<T> {
-        unreachable!("dedup runs no closure")
     }
 }
 

@@ -10,7 +10,7 @@ use pin_project_lite::pin_project;
 use rs2_state_core::{KeyExtractor, StateConfig, StateError};
 use rs2_state_memory::TypedTable;
 
-use crate::engine::driver::{driven_stream, Driver, Emit, EventOp, Finish};
+use crate::engine::driver::{driven_stream, Driver, Emit, EventOp};
 use crate::engine::event_log::{keep_times_and_insert, TimeLog};
 use crate::engine::{ceil_ms, Change, EventKey, KeyedState, StateIo};
 
@@ -230,10 +230,6 @@ impl<T> EventOp<T> for Throttle<T> {
                 Emit::Skip
             }
         }
-    }
-
-    fn finish(&mut self, (): (), _: &mut KeyedState, _: EventKey, _: u64) -> Finish<T> {
-        unreachable!("throttle runs no closure")
     }
 }
 

@@ -76,14 +76,21 @@ pub(crate) trait EventOp<T> {
         now: u64,
     ) -> Emit<Self::Item, Self::Fut>;
 
-    /// What the closure's output makes of the event.
+    /// What the closure's output makes of the event. The default is for operators that never
+    /// return [`Emit::Run`].
     fn finish(
         &mut self,
         output: <Self::Fut as Future>::Output,
         keyed: &mut KeyedState,
         key: EventKey,
         now: u64,
-    ) -> Finish<Self::Item>;
+    ) -> Finish<Self::Item> {
+        let _ = (output, keyed, now);
+        Finish::Err(StateError::storage_for(
+            key.user_key(),
+            "this operator runs no closure",
+        ))
+    }
 
     /// The item to yield once a [`Finish::Save`] write has landed.
     fn saved(&mut self) -> Option<Self::Item> {

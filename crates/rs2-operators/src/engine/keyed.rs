@@ -195,18 +195,8 @@ impl KeyedState {
         let key_start = key.key_start;
         StateIo::remote(async move {
             let key = &storage_key[key_start..];
-            let lock = storage
-                .lock_key(&storage_key, LOCK_LEASE)
-                .await
-                .map_err(|e| e.with_key(key))?;
-            let value = match storage
-                .get(&storage_key)
-                .await
-                .map_err(|e| e.with_key(key))?
-            {
-                Some(bytes) => Some(decode(key, &bytes)?),
-                None => None,
-            };
+            let (lock, current) = lock_and_get(&storage, &storage_key, key).await?;
+            let value = current.map(|bytes| decode(key, &bytes)).transpose()?;
             Ok(Loaded {
                 value,
                 lock: Some(lock),
@@ -364,14 +354,7 @@ impl KeyedState {
         let ttl = self.ttl;
         StateIo::remote(async move {
             let key = &storage_key[key_start..];
-            let lock = storage
-                .lock_key(&storage_key, LOCK_LEASE)
-                .await
-                .map_err(|e| e.with_key(key))?;
-            let current = storage
-                .get(&storage_key)
-                .await
-                .map_err(|e| e.with_key(key))?;
+            let (lock, current) = lock_and_get(&storage, &storage_key, key).await?;
             let existed = current.is_some();
             let mut bytes = current.unwrap_or_default();
             let (change, r) = f(key, &mut bytes, existed)?;
@@ -390,6 +373,23 @@ impl KeyedState {
 /// How long a server-held key lock outlives a holder that crashed (see
 /// `StateStorage::lock_key`); a transition finishes far sooner.
 const LOCK_LEASE: Duration = Duration::from_secs(30);
+
+/// Takes `storage_key`'s lock, then reads its bytes (errors name the user key `key`).
+async fn lock_and_get(
+    storage: &SharedStorage,
+    storage_key: &str,
+    key: &str,
+) -> StateResult<(KeyLock, Option<Vec<u8>>)> {
+    let lock = storage
+        .lock_key(storage_key, LOCK_LEASE)
+        .await
+        .map_err(|e| e.with_key(key))?;
+    let current = storage
+        .get(storage_key)
+        .await
+        .map_err(|e| e.with_key(key))?;
+    Ok((lock, current))
+}
 
 /// A key's state read by [`KeyedState::load_for_update`], with the key's lock in a store that
 /// is not in-process.
