@@ -1,12 +1,21 @@
 //! Throughput of the keyed operators over 1,000,000 pre-built events and 10,000 keys, each
-//! beside a hand-written loop doing the same job over the same events in the same run.
+//! beside a hand-written loop doing the same job over the same events in the same run, and
+//! beside issue 8's reference loop (`reference_loop`: a `HashMap<String, u64>` counter over
+//! `rs2_benches::Ev`s keyed by `e.key.to_string()`, see `benches/src/reference.rs`), timed in
+//! the same group so every figure also has its "× reference loop" ratio.
+//!
+//! Dedup and window(100) run over the reference loop's events (`Ev`, keyed by
+//! `e.key.to_string()`), as issue 8 measured them, and so do their hand-written loops; the
+//! other operators and their loops run over `rs2_suite::keyed_events` (`UserEvent`, keyed by
+//! a clone of `user_id`).
 //!
 //! Every operator and its loop are also run once outside the timed part, and their outputs
 //! checked equal: item for item for filter, reduce and pattern, as a multiset for group by
-//! (groups left open at the end come out in a different order), by count for dedup, window,
-//! session and throttle; join's pairs depend on timing within its 5 ms window and are not
-//! checked.
-//! Run: `cargo bench -p rs2-benches --bench operators`.
+//! (groups left open at the end come out in a different order), by their sums for dedup and
+//! window, by count for session and throttle; join's pairs depend on timing within its 5 ms
+//! window and are not checked.
+//! Run: `cargo bench -p rs2-benches --bench operators` (one workload:
+//! `-- 'reference_loop|dedup/'`, say).
 
 use std::cell::RefCell;
 use std::collections::hash_map::Entry;
@@ -18,23 +27,15 @@ use std::time::{Duration, Instant};
 use criterion::{criterion_group, criterion_main, BatchSize, Criterion, Throughput};
 use futures::{future, stream, Stream, StreamExt};
 use rs2::state::{StateAccess, StateConfig, StatefulStreamExt};
+use rs2_benches::reference::{
+    self, op_dedup, op_window, reference_loop, Ev, DEDUP_TTL, EVENTS, KEYS, WINDOW,
+};
 use rs2_suite::{keyed_events, UserEvent};
 
-const EVENTS: usize = 1_000_000;
-const KEYS: usize = 10_000;
-const WINDOW: usize = 100;
-const TTL: Duration = Duration::from_secs(3600);
 /// Filter keeps each key's first `FILTER_FIRST` events.
 const FILTER_FIRST: u64 = 50;
 const PATTERN: usize = 3;
 const GROUP: usize = 100;
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .expect("tokio runtime")
-}
 
 fn roomy() -> StateConfig {
     StateConfig::new().max_size(100_000)
@@ -57,37 +58,42 @@ fn now_ms(start: Instant) -> u64 {
     start.elapsed().as_millis() as u64
 }
 
-fn loop_dedup(events: Vec<UserEvent>) -> usize {
+/// Dedup by hand, as `reference::op_dedup`: the key as its extractor makes it
+/// (`e.key.to_string()`), a clock read per event, the sum of the kept events' `v`.
+fn loop_dedup(events: Vec<Ev>) -> u64 {
     let start = Instant::now();
     let mut first_seen: HashMap<String, u64> = HashMap::new();
-    let ttl = TTL.as_millis() as u64;
+    let ttl = DEDUP_TTL.as_millis() as u64;
     let out = stream::iter(events).filter(|e| {
         let now = now_ms(start);
-        let keep = match first_seen.get_mut(&e.user_id) {
+        let key = e.key.to_string();
+        let keep = match first_seen.get_mut(&key) {
             Some(at) if now.saturating_sub(*at) < ttl => false,
             Some(at) => {
                 *at = now;
                 true
             }
             None => {
-                first_seen.insert(e.user_id.clone(), now);
+                first_seen.insert(key, now);
                 true
             }
         };
         future::ready(keep)
     });
-    futures::executor::block_on(drain(out))
+    futures::executor::block_on(reference::sum(out.map(|e| e.v)))
 }
 
-fn loop_window(events: Vec<UserEvent>) -> usize {
-    let mut windows: HashMap<String, Vec<UserEvent>> = HashMap::new();
+/// Tumbling windows of `WINDOW` by hand, as `reference::op_window`: each full window's `v`s
+/// summed, then summed.
+fn loop_window(events: Vec<Ev>) -> u64 {
+    let mut windows: HashMap<String, Vec<Ev>> = HashMap::new();
     let out = stream::iter(events).filter_map(|e| {
-        let buf = windows.entry(e.user_id.clone()).or_default();
+        let buf = windows.entry(e.key.to_string()).or_default();
         buf.push(e);
         let full = buf.len() == WINDOW;
-        future::ready(full.then(|| std::mem::take(buf).iter().map(|e| e.amount).sum::<f64>()))
+        future::ready(full.then(|| std::mem::take(buf).iter().map(|e| e.v).sum::<u64>()))
     });
-    futures::executor::block_on(drain(out))
+    futures::executor::block_on(reference::sum(out))
 }
 
 fn loop_session(events: Vec<UserEvent>) -> usize {
@@ -276,23 +282,6 @@ fn op_group_by(events: Vec<UserEvent>) -> impl Stream<Item = Result<f64, rs2::st
     )
 }
 
-fn op_dedup(rt: &tokio::runtime::Runtime, evs: Vec<UserEvent>) -> usize {
-    rt.block_on(drain(stream::iter(evs).stateful_deduplicate_rs2(
-        roomy(),
-        key,
-        TTL,
-    )))
-}
-
-fn op_window(rt: &tokio::runtime::Runtime, evs: Vec<UserEvent>) -> usize {
-    rt.block_on(drain(stream::iter(evs).stateful_window_rs2(
-        roomy(),
-        key,
-        WINDOW,
-        |w: Vec<UserEvent>, _s: StateAccess| async move { w.iter().map(|e| e.amount).sum::<f64>() },
-    )))
-}
-
 fn op_session(rt: &tokio::runtime::Runtime, evs: Vec<UserEvent>) -> usize {
     rt.block_on(drain(stream::iter(evs).stateful_session_rs2(
         roomy(),
@@ -316,18 +305,18 @@ fn ok<T>(r: Result<T, rs2::state::StateError>) -> T {
 }
 
 /// Runs each operator and its loop once (untimed) and checks that each pair yields the same
-/// items (dedup, window, session and throttle: as many items; join's pairs depend on timing
-/// within its 5 ms window, so it is not checked).
-fn check_same_outputs(rt: &tokio::runtime::Runtime, events: &[UserEvent]) {
+/// items (dedup and window: the same sum; session and throttle: as many items; join's pairs
+/// depend on timing within its 5 ms window, so it is not checked).
+fn check_same_outputs(rt: &tokio::runtime::Runtime, events: &[UserEvent], ref_events: &[Ev]) {
     let evs = || events.to_vec();
     assert_eq!(
-        loop_dedup(evs()),
-        op_dedup(rt, evs()),
+        loop_dedup(ref_events.to_vec()),
+        rt.block_on(op_dedup(ref_events.to_vec())),
         "dedup: loop and operator differ"
     );
     assert_eq!(
-        loop_window(evs()),
-        op_window(rt, evs()),
+        loop_window(ref_events.to_vec()),
+        rt.block_on(op_window(ref_events.to_vec())),
         "window: loop and operator differ"
     );
     assert_eq!(
@@ -370,26 +359,44 @@ fn check_same_outputs(rt: &tokio::runtime::Runtime, events: &[UserEvent]) {
 
 fn operators(c: &mut Criterion) {
     let events = keyed_events(EVENTS, KEYS);
-    let rt = runtime();
-    check_same_outputs(&rt, &events);
+    let ref_events = reference::events(EVENTS, KEYS);
+    let rt = reference::runtime();
+    check_same_outputs(&rt, &events, &ref_events);
     let mut group = c.benchmark_group("operators_1m_events_10k_keys");
     group.throughput(Throughput::Elements(EVENTS as u64));
     group.sample_size(10);
     group.measurement_time(Duration::from_secs(8));
     let batch = || events.clone();
+    let ref_batch = || ref_events.clone();
+
+    group.bench_function("reference_loop", |b| {
+        b.iter_batched(
+            ref_batch,
+            |evs| rt.block_on(reference_loop(evs)),
+            BatchSize::LargeInput,
+        )
+    });
 
     group.bench_function("dedup/hand_written", |b| {
-        b.iter_batched(batch, loop_dedup, BatchSize::LargeInput)
+        b.iter_batched(ref_batch, loop_dedup, BatchSize::LargeInput)
     });
     group.bench_function("dedup/stateful_deduplicate_rs2", |b| {
-        b.iter_batched(batch, |evs| op_dedup(&rt, evs), BatchSize::LargeInput)
+        b.iter_batched(
+            ref_batch,
+            |evs| rt.block_on(op_dedup(evs)),
+            BatchSize::LargeInput,
+        )
     });
 
     group.bench_function("window_100/hand_written", |b| {
-        b.iter_batched(batch, loop_window, BatchSize::LargeInput)
+        b.iter_batched(ref_batch, loop_window, BatchSize::LargeInput)
     });
     group.bench_function("window_100/stateful_window_rs2", |b| {
-        b.iter_batched(batch, |evs| op_window(&rt, evs), BatchSize::LargeInput)
+        b.iter_batched(
+            ref_batch,
+            |evs| rt.block_on(op_window(evs)),
+            BatchSize::LargeInput,
+        )
     });
 
     group.bench_function("session/hand_written", |b| {

@@ -1,5 +1,9 @@
 //! Helpers shared by the benches (see `keyed_counter.rs` for what the benches are).
 //!
+//! [`reference`](mod@reference) holds issue 8's reference loop (a `HashMap<String, u64>`
+//! counter over [`Ev`]s), which every bench group that times an operator also times, and the
+//! map, fold, dedup and window workloads measured against it.
+//!
 //! [`CountingAlloc`] wraps the system allocator and counts what goes through it, for the
 //! memory and allocation benches (`operator_memory.rs`, `allocations.rs`). A bench installs it
 //! with
@@ -8,6 +12,10 @@
 //! #[global_allocator]
 //! static ALLOC: rs2_benches::CountingAlloc = rs2_benches::CountingAlloc;
 //! ```
+
+pub mod reference;
+
+pub use reference::{reference_loop, Ev};
 
 use std::alloc::{GlobalAlloc, Layout, System};
 use std::sync::atomic::{AtomicUsize, Ordering::Relaxed};
