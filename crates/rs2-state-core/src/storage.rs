@@ -235,7 +235,7 @@ pub trait HeldLock: Send + Sync {
     async fn release(self: Box<Self>) -> StateResult<()>;
 }
 
-/// The provided in-process lock.
+/// The provided in-process lock: the guard is held only for its drop, which frees the lock.
 struct ProcessLock(#[allow(dead_code)] futures::lock::MutexGuard<'static, ()>);
 
 #[async_trait]
