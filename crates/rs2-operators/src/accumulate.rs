@@ -34,6 +34,8 @@ pub(crate) struct Accumulate<T, F, A, Sd> {
     event: Option<T>,
     /// The value being saved, yielded once the save landed.
     saved: Option<A>,
+    /// The event's key's hash in `values` (computed by `begin`, reused by the put-back).
+    hash: u64,
 }
 
 impl<T, F, A, Sd> Accumulate<T, F, A, Sd> {
@@ -47,6 +49,7 @@ impl<T, F, A, Sd> Accumulate<T, F, A, Sd> {
             f,
             event: None,
             saved: None,
+            hash: 0,
         }
     }
 }
@@ -72,9 +75,8 @@ where
         self.event = Some(event);
         match &mut self.values {
             Some(table) => {
-                let hash = table.hash(&key.storage_key);
-                key.hash = Some(hash);
-                let value = table.take(hash, &key.storage_key, now);
+                self.hash = table.hash(&key.storage_key);
+                let value = table.take(self.hash, &key.storage_key, now);
                 StateIo::ready(Ok(Loaded { value, lock: None }))
             }
             None => keyed.load_for_update(key, now),
@@ -134,11 +136,7 @@ impl<T, F, A: Clone + Serialize, Sd> Accumulate<T, F, A, Sd> {
         now: u64,
     ) -> Finish<A> {
         if let Some(table) = &mut self.values {
-            let hash = match key.hash {
-                Some(hash) => hash,
-                None => table.hash(&key.storage_key),
-            };
-            table.put(hash, &key.storage_key, now, value.clone());
+            table.put(self.hash, &key.storage_key, now, value.clone());
             return Finish::Item(value);
         }
         let io = keyed.save(key, &value, now);

@@ -13,6 +13,7 @@ use serde::Serialize;
 
 use crate::engine::driver::{driven_stream, Driver, Emit, EventOp, Finish};
 use crate::engine::event_log::{LogError, LogWriter};
+use crate::engine::own::typed_transition;
 use crate::engine::{Change, EventKey, KeyedState, StateIo};
 
 pin_project! {
@@ -401,19 +402,9 @@ where
     ) -> StateIo<Advanced<T>> {
         let spec = self.spec;
         if let Some(table) = &mut self.typed {
-            let k = &key.storage_key;
-            let hash = table.hash(k);
-            let mut buf = table.take(hash, k, now);
-            let had = buf.is_some();
-            let (change, advanced) = spec.advance_typed(&mut buf, event);
-            match (change, buf) {
-                (Change::Store, Some(buf)) => table.put(hash, k, now, buf),
-                (Change::Keep, Some(buf)) if had => table.restore(hash, k, buf),
-                _ => {
-                    table.remove(hash, k);
-                }
-            }
-            return StateIo::ready(Ok(advanced));
+            return StateIo::ready(typed_transition(table, &key.storage_key, now, |buf| {
+                Ok(spec.advance_typed(buf, event))
+            }));
         }
         let buffers = self.buffers;
         keyed.update_bytes(key, now, move |key, bytes, existed| {

@@ -75,8 +75,9 @@ impl<V: Serialize + DeserializeOwned + Send + 'static> OwnState<V> {
     }
 }
 
-/// [`OwnState::transition`] on the private table.
-fn typed_transition<V, R>(
+/// [`OwnState::transition`] on the private table (also for operators whose shared-store state
+/// has a byte layout of its own, such as window's event logs).
+pub(crate) fn typed_transition<V, R>(
     table: &mut TypedTable<V>,
     key: &str,
     now: u64,
