@@ -18,8 +18,8 @@ pub use config::{StateConfig, StateConfigBuilder, StateConfigs, StateStorageType
 pub use error::{StateError, StateResult};
 pub use key::{CustomKeyExtractor, FieldKeyExtractor, KeyExtractor};
 pub use storage::{
-    HeldLock, KeyLock, LocalModifyFn, LocalStorage, LocalUpdateFn, StateStorage, UpdateFn,
-    ValueChange,
+    HeldLock, KeyLock, LocalModifyFn, LocalStorage, LocalUpdateFn, LockedWrite, StateStorage,
+    UpdateFn, ValueChange,
 };
 
 /// Re-exported so backend authors implement [`StateStorage`] with the same macro version.

@@ -163,6 +163,49 @@ pub trait StateStorage: Send + Sync {
         Ok(KeyLock::new(ProcessLock(guard)))
     }
 
+    /// [`lock_key`](Self::lock_key) then [`get`](Self::get): the start of a state transition.
+    /// Operators call this, so a remote backend can take the lock and read the value in one
+    /// round trip (Redis: one script). If the read fails the lock is released and the error
+    /// returned.
+    async fn lock_and_get(
+        &self,
+        key: &str,
+        lease: Duration,
+    ) -> StateResult<(KeyLock, Option<Vec<u8>>)> {
+        let lock = self.lock_key(key, lease).await?;
+        match self.get(key).await {
+            Ok(value) => Ok((lock, value)),
+            Err(err) => {
+                // The read's error is the one to report; a failed release only delays the key.
+                let _ = lock.release().await;
+                Err(err)
+            }
+        }
+    }
+
+    /// The end of a state transition begun with [`lock_and_get`](Self::lock_and_get): applies
+    /// `write` to `key` (with `ttl` as in [`set_with_ttl`](Self::set_with_ttl)) while `lock` is
+    /// held, then releases it. The provided method writes, then releases (the lock is
+    /// released even when the write fails; the write's error is returned). A remote backend
+    /// overrides it with one round trip that applies the write only if `lock` is still held
+    /// (its lease may have run out while the transition was slow), so a transition whose lock
+    /// was lost fails instead of overwriting another holder's write.
+    async fn write_and_release(
+        &self,
+        key: &str,
+        lock: KeyLock,
+        write: LockedWrite<'_>,
+        ttl: Option<Duration>,
+    ) -> StateResult<()> {
+        let written = match write {
+            LockedWrite::Keep => Ok(()),
+            LockedWrite::Set(value) => self.set_with_ttl(key, value, ttl).await,
+            LockedWrite::Delete => self.delete(key).await,
+        };
+        let released = lock.release().await;
+        written.and(released)
+    }
+
     /// Synchronous access for stores whose values live in this process. Operators use it to
     /// skip async dispatch on the hot path; remote backends keep the default `None`.
     fn as_local(&self) -> Option<&dyn LocalStorage> {
@@ -220,6 +263,13 @@ impl KeyLock {
     pub async fn release(self) -> StateResult<()> {
         self.held.release().await
     }
+
+    /// The backend's lock, if it is a `T` (a backend overriding
+    /// [`StateStorage::write_and_release`] reads its token from it). Needs the backend's
+    /// [`HeldLock::as_any`].
+    pub fn downcast_ref<T: 'static>(&self) -> Option<&T> {
+        self.held.as_any()?.downcast_ref()
+    }
 }
 
 impl std::fmt::Debug for KeyLock {
@@ -228,11 +278,28 @@ impl std::fmt::Debug for KeyLock {
     }
 }
 
+/// What [`StateStorage::write_and_release`] does with a locked key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LockedWrite<'a> {
+    /// Leave the value as it is (the transition changed nothing).
+    Keep,
+    /// Store these bytes as the key's value.
+    Set(&'a [u8]),
+    /// Remove the key.
+    Delete,
+}
+
 /// A backend's held key lock (see [`KeyLock`]).
 #[async_trait]
 pub trait HeldLock: Send + Sync {
     /// Releases the lock (a server-held lock: only if this holder still owns it).
     async fn release(self: Box<Self>) -> StateResult<()>;
+
+    /// The lock as [`Any`](std::any::Any), for [`KeyLock::downcast_ref`]; `None` (the
+    /// default) when the backend does not need it.
+    fn as_any(&self) -> Option<&(dyn std::any::Any + Send + Sync)> {
+        None
+    }
 }
 
 /// The provided in-process lock: the guard is held only for its drop, which frees the lock.
@@ -396,6 +463,22 @@ impl<S: StateStorage + ?Sized> StateStorage for Arc<S> {
     }
     async fn lock_key(&self, key: &str, lease: Duration) -> StateResult<KeyLock> {
         (**self).lock_key(key, lease).await
+    }
+    async fn lock_and_get(
+        &self,
+        key: &str,
+        lease: Duration,
+    ) -> StateResult<(KeyLock, Option<Vec<u8>>)> {
+        (**self).lock_and_get(key, lease).await
+    }
+    async fn write_and_release(
+        &self,
+        key: &str,
+        lock: KeyLock,
+        write: LockedWrite<'_>,
+        ttl: Option<Duration>,
+    ) -> StateResult<()> {
+        (**self).write_and_release(key, lock, write, ttl).await
     }
     fn as_local(&self) -> Option<&dyn LocalStorage> {
         (**self).as_local()

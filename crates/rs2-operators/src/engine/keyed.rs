@@ -10,8 +10,8 @@ use std::task::{Context, Poll};
 use std::time::Duration;
 
 use rs2_state_core::{
-    Codec, KeyExtractor, KeyLock, LocalStorage, Postcard, SharedStorage, StateAccess, StateConfig,
-    StateError, StateResult, StateStorageType,
+    Codec, KeyExtractor, KeyLock, LocalStorage, LockedWrite, Postcard, SharedStorage, StateAccess,
+    StateConfig, StateError, StateResult, StateStorageType,
 };
 use rs2_state_memory::{InMemoryState, StateClock};
 use serde::de::DeserializeOwned;
@@ -196,7 +196,15 @@ impl KeyedState {
         StateIo::remote(async move {
             let key = &storage_key[key_start..];
             let (lock, current) = lock_and_get(&storage, &storage_key, key).await?;
-            let value = current.map(|bytes| decode(key, &bytes)).transpose()?;
+            let value = match current.map(|bytes| decode(key, &bytes)).transpose() {
+                Ok(value) => value,
+                Err(err) => {
+                    // Undecodable state is left as it is; free the key for whoever can read it
+                    // (a server-held lock would otherwise block it for its whole lease).
+                    let _ = lock.release().await;
+                    return Err(err);
+                }
+            };
             Ok(Loaded {
                 value,
                 lock: Some(lock),
@@ -357,14 +365,23 @@ impl KeyedState {
             let (lock, current) = lock_and_get(&storage, &storage_key, key).await?;
             let existed = current.is_some();
             let mut bytes = current.unwrap_or_default();
-            let (change, r) = f(key, &mut bytes, existed)?;
-            match change {
-                Change::Keep => Ok(()),
-                Change::Store => storage.set_with_ttl(&storage_key, &bytes, Some(ttl)).await,
-                Change::Remove => storage.delete(&storage_key).await,
-            }
-            .map_err(|e| e.with_key(key))?;
-            lock.release().await.map_err(|e| e.with_key(key))?;
+            let (change, r) = match f(key, &mut bytes, existed) {
+                Ok(done) => done,
+                Err(err) => {
+                    // The closure's error is the one to report; the lock only delays the key.
+                    let _ = lock.release().await;
+                    return Err(err);
+                }
+            };
+            let write = match change {
+                Change::Keep => LockedWrite::Keep,
+                Change::Store => LockedWrite::Set(&bytes),
+                Change::Remove => LockedWrite::Delete,
+            };
+            storage
+                .write_and_release(&storage_key, lock, write, Some(ttl))
+                .await
+                .map_err(|e| e.with_key(key))?;
             Ok(r)
         })
     }
@@ -380,15 +397,10 @@ async fn lock_and_get(
     storage_key: &str,
     key: &str,
 ) -> StateResult<(KeyLock, Option<Vec<u8>>)> {
-    let lock = storage
-        .lock_key(storage_key, LOCK_LEASE)
+    storage
+        .lock_and_get(storage_key, LOCK_LEASE)
         .await
-        .map_err(|e| e.with_key(key))?;
-    let current = storage
-        .get(storage_key)
-        .await
-        .map_err(|e| e.with_key(key))?;
-    Ok((lock, current))
+        .map_err(|e| e.with_key(key))
 }
 
 /// A key's state read by [`KeyedState::load_for_update`], with the key's lock in a store that
@@ -438,14 +450,15 @@ fn write_in(
     let lock = key.lock.take();
     StateIo::remote(async move {
         let key = &storage_key[key_start..];
-        let written = storage
-            .set_with_ttl(&storage_key, &bytes, Some(ttl))
-            .await
-            .map_err(|e| e.with_key(key));
-        if let Some(lock) = lock {
-            lock.release().await.map_err(|e| e.with_key(key))?;
+        match lock {
+            Some(lock) => {
+                storage
+                    .write_and_release(&storage_key, lock, LockedWrite::Set(&bytes), Some(ttl))
+                    .await
+            }
+            None => storage.set_with_ttl(&storage_key, &bytes, Some(ttl)).await,
         }
-        written
+        .map_err(|e| e.with_key(key))
     })
 }
 
