@@ -176,16 +176,19 @@ impl KeyedState {
     }
 
     /// Reads the operator's own state for `key` to write it back after an `await` (a fold's
-    /// closure): in a store that is not in-process, first takes the key's lock
+    /// closure): in a store other pipelines may share (a custom store, remote or in-process),
+    /// first takes the key's lock
     /// ([`StateStorage::lock_key`](rs2_state_core::StateStorage::lock_key)), which the caller
     /// puts in [`EventKey::lock`] and the next [`save`](Self::save) of the key releases, so
-    /// pipelines sharing the store apply their events one at a time. An in-process store's
+    /// pipelines sharing the store apply their events one at a time. A private store's
     /// operator is its only writer and needs no lock.
     pub fn load_for_update<S>(&mut self, key: &mut EventKey, now: u64) -> StateIo<Loaded<S>>
     where
         S: DeserializeOwned + Send + 'static,
     {
-        if self.storage.as_local().is_some() {
+        // A private store has no other writer. A shared one (even in this process) needs the
+        // key's lock: the closure may await, and another pipeline's event of the key with it.
+        if self.private && self.storage.as_local().is_some() {
             return self
                 .load(key, now)
                 .map(|value| Loaded { value, lock: None });
@@ -439,7 +442,8 @@ fn write_in(
     if let Err(err) = build(key.user_key(), scratch) {
         return StateIo::ready(Err(err));
     }
-    if let Some(local) = storage.as_local() {
+    // A held lock (a shared store) is released by `write_and_release`, below.
+    if let (Some(local), None) = (storage.as_local(), &key.lock) {
         let hash = key.local_hash(local);
         return StateIo::ready(local.write(hash, &key.storage_key, now, scratch));
     }
