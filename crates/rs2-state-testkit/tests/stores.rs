@@ -1,0 +1,137 @@
+//! The conformance kit against the workspace's stores: `InMemoryState`, a five-method map
+//! store, and the two stores of `examples/custom_storage_example.rs`.
+
+use std::collections::HashMap;
+use std::sync::Mutex;
+use std::time::Duration;
+
+use rs2::state::{async_trait, InMemoryState, StateConfig, StateResult, StateStorage};
+use rs2_state_testkit::{Conformance, Report, Status};
+
+/// The example's `AtomicMemoryStorage` and `RedisLikeStorage`, the same code the example runs.
+#[allow(dead_code)]
+mod example {
+    include!("../../../examples/custom_storage/stores.rs");
+}
+
+/// Prints the report (shown for a failing test) and asserts it passed with only the expected
+/// checks skipped.
+fn check(report: Report, skipped_for: &[&str]) {
+    println!("{report}");
+    report.assert_passed();
+    for outcome in report.checks() {
+        if let Status::Skipped(reason) = &outcome.status {
+            assert!(
+                skipped_for.iter().any(|r| reason.contains(r)),
+                "{} was skipped ({reason})",
+                outcome.name
+            );
+        }
+    }
+}
+
+/// `InMemoryState` expires by its own config's TTL, not per write.
+fn in_memory_state() -> Conformance<impl Fn() -> std::future::Ready<InMemoryState>> {
+    Conformance::new(|| std::future::ready(InMemoryState::new(&StateConfig::new())))
+        .per_write_ttl(false)
+}
+
+/// The check `InMemoryState` fails (see `in_memory_state_meets_the_contract`).
+const IN_MEMORY_FINDING: &str = "concurrent_folds_emit_every_count_once";
+
+/// Every check but [`IN_MEMORY_FINDING`] passes on `InMemoryState`.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn in_memory_state_meets_the_contract_but_for_one_finding() {
+    let report = in_memory_state().run().await;
+    println!("{report}");
+    let unexpected: Vec<String> = report
+        .failures()
+        .iter()
+        .filter(|c| c.name != IN_MEMORY_FINDING)
+        .map(ToString::to_string)
+        .collect();
+    assert!(unexpected.is_empty(), "{unexpected:#?}");
+}
+
+/// Finding: two fold pipelines sharing an `InMemoryState` as their custom store lose and
+/// double-count events when the fold's closure awaits. `KeyedState::load_for_update` takes no
+/// `lock_key` for an in-process store (`as_local()` is `Some`): it assumes the operator is the
+/// store's only writer, which is not so for a custom store shared between pipelines (and
+/// `docs/operators.md` promises exact counts on any custom store). Ignored until the engine
+/// locks the key for a shared in-process store too.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "finding: fold on a shared InMemoryState takes no key lock across its closure"]
+async fn in_memory_state_meets_the_contract() {
+    let report = in_memory_state().run().await;
+    check(
+        report,
+        &["per_write_ttl(false)", "shared_between_instances(false)"],
+    );
+}
+
+/// The five-method store of the `StateStorage` docs: everything else provided.
+#[derive(Default)]
+struct MapStore(Mutex<HashMap<String, Vec<u8>>>);
+
+#[async_trait]
+impl StateStorage for MapStore {
+    async fn get(&self, key: &str) -> StateResult<Option<Vec<u8>>> {
+        Ok(self.0.lock().unwrap().get(key).cloned())
+    }
+    async fn set(&self, key: &str, value: &[u8]) -> StateResult<()> {
+        self.0
+            .lock()
+            .unwrap()
+            .insert(key.to_string(), value.to_vec());
+        Ok(())
+    }
+    async fn delete(&self, key: &str) -> StateResult<()> {
+        self.0.lock().unwrap().remove(key);
+        Ok(())
+    }
+    async fn exists(&self, key: &str) -> StateResult<bool> {
+        Ok(self.0.lock().unwrap().contains_key(key))
+    }
+    async fn clear(&self) -> StateResult<()> {
+        self.0.lock().unwrap().clear();
+        Ok(())
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn five_method_map_store_meets_the_contract() {
+    let report = Conformance::new(|| async { MapStore::default() })
+        .per_write_ttl(false)
+        .run()
+        .await;
+    check(
+        report,
+        &["per_write_ttl(false)", "shared_between_instances(false)"],
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_atomic_memory_storage_meets_the_contract() {
+    let report = Conformance::new(|| async { example::AtomicMemoryStorage::new() })
+        .per_write_ttl(false)
+        .run()
+        .await;
+    check(
+        report,
+        &["per_write_ttl(false)", "shared_between_instances(false)"],
+    );
+}
+
+/// Each `RedisLikeStorage::new` is a server of its own, so instances share nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn example_redis_like_storage_meets_the_contract() {
+    let report =
+        Conformance::new(|| async { example::RedisLikeStorage::new(Duration::from_millis(1)) })
+            .per_write_ttl(false)
+            .run()
+            .await;
+    check(
+        report,
+        &["per_write_ttl(false)", "shared_between_instances(false)"],
+    );
+}
