@@ -103,7 +103,7 @@ fn redis_counter(c: &mut Criterion) {
         .expect("connect")
         .with_prefix("rs2-bench:");
     let client = redis::Client::open(url.as_str()).unwrap();
-    let mut conn = rt
+    let conn = rt
         .block_on(client.get_multiplexed_async_connection())
         .unwrap();
     let evs = events();

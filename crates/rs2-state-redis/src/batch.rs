@@ -11,7 +11,7 @@
 //! [`RetryPolicy`](crate::RetryPolicy) (every request is safe to repeat).
 
 use redis::Value;
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{mpsc, oneshot, Semaphore};
 
 use std::sync::Arc;
 
@@ -21,6 +21,8 @@ use crate::scripts;
 
 /// Most requests in one script call (each touches two keys).
 const MAX_BATCH: usize = 512;
+/// Most script calls out at once.
+const CALLS_IN_FLIGHT: usize = 4;
 
 /// One lock or write request.
 pub(crate) struct Op {
@@ -131,15 +133,19 @@ impl Batcher {
     }
 }
 
-async fn run<C: ConnectionLike + Clone>(
-    mut conn: C,
+async fn run<C: ConnectionLike + Clone + Send + 'static>(
+    conn: C,
     mut rx: mpsc::UnboundedReceiver<(Arc<Op>, oneshot::Sender<Reply>)>,
 ) {
-    let mut ops = Vec::new();
-    let mut replies = Vec::new();
+    // A few calls out at once keep the server busy while replies travel; requests arriving
+    // while every slot is taken wait, and go out together in the next call.
+    let slots = Arc::new(Semaphore::new(CALLS_IN_FLIGHT));
     while let Some((op, reply)) = rx.recv().await {
-        ops.push(op);
-        replies.push(reply);
+        let Ok(slot) = Arc::clone(&slots).acquire_owned().await else {
+            return;
+        };
+        let mut ops = vec![op];
+        let mut replies = vec![reply];
         while ops.len() < MAX_BATCH {
             match rx.try_recv() {
                 Ok((op, reply)) => {
@@ -149,35 +155,47 @@ async fn run<C: ConnectionLike + Clone>(
                 Err(_) => break,
             }
         }
-        let mut invocation = scripts::BATCH.prepare_invoke();
-        for op in &ops {
-            op.add_to(&mut invocation);
+        let mut conn = conn.clone();
+        tokio::spawn(async move {
+            answer(&mut conn, &ops, replies).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Sends `ops` as one call and hands each its reply.
+async fn answer<C: ConnectionLike>(
+    conn: &mut C,
+    ops: &[Arc<Op>],
+    replies: Vec<oneshot::Sender<Reply>>,
+) {
+    let mut invocation = scripts::BATCH.prepare_invoke();
+    for op in ops {
+        op.add_to(&mut invocation);
+    }
+    let result: Result<Vec<Value>, _> = invocation.invoke_async(conn).await;
+    match result {
+        Ok(values) if values.len() == 2 * ops.len() => {
+            let mut values = values.into_iter();
+            for reply in replies {
+                let status = match values.next() {
+                    Some(Value::Int(n)) => n,
+                    _ => -1,
+                };
+                let datum = values.next().unwrap_or(Value::Nil);
+                // A caller that stopped waiting is not an error here.
+                let _ = reply.send(Ok((status, datum)));
+            }
         }
-        let result: Result<Vec<Value>, _> = invocation.invoke_async(&mut conn).await;
-        match result {
-            Ok(values) if values.len() == 2 * ops.len() => {
-                let mut values = values.into_iter();
-                for reply in replies.drain(..) {
-                    let status = match values.next() {
-                        Some(Value::Int(n)) => n,
-                        _ => -1,
-                    };
-                    let datum = values.next().unwrap_or(Value::Nil);
-                    // A caller that stopped waiting is not an error here.
-                    let _ = reply.send(Ok((status, datum)));
-                }
-            }
-            Ok(_) => {
-                for reply in replies.drain(..) {
-                    let _ = reply.send(Err(wrong_reply(ops.len())));
-                }
-            }
-            Err(err) => {
-                for reply in replies.drain(..) {
-                    let _ = reply.send(Err(err.clone()));
-                }
+        Ok(_) => {
+            for reply in replies {
+                let _ = reply.send(Err(wrong_reply(ops.len())));
             }
         }
-        ops.clear();
+        Err(err) => {
+            for reply in replies {
+                let _ = reply.send(Err(err.clone()));
+            }
+        }
     }
 }

@@ -117,7 +117,8 @@ async fn a_restart_mid_stream_is_survived_with_exact_counts() {
         return;
     };
     let server = Arc::new(std::sync::Mutex::new(server));
-    let store = RedisState::connect(&server.lock().unwrap().url())
+    let url = server.lock().unwrap().url();
+    let store = RedisState::connect(&url)
         .await
         .unwrap()
         .with_retry(RetryPolicy::new(

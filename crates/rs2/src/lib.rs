@@ -32,7 +32,8 @@
 //! ```
 //!
 //! Crates behind the facade: `rs2-state-core` (the storage contract a backend implements),
-//! `rs2-state-memory` (the default store), `rs2-operators` (the operators).
+//! `rs2-state-memory` (the default store), `rs2-operators` (the operators), and with the
+//! `redis` feature `rs2-state-redis` (`state::RedisState`: state shared by replicas).
 #![warn(missing_docs)]
 
 /// Keyed state: configuration, storage, key extractors, typed access and the operators.
@@ -40,6 +41,9 @@ pub mod state {
     pub use rs2_operators::*;
     pub use rs2_state_core::*;
     pub use rs2_state_memory::{CreateStorage, InMemoryState, StateClock};
+    /// Keyed state in Redis, shared by every replica of a pipeline (feature `redis`).
+    #[cfg(feature = "redis")]
+    pub use rs2_state_redis::{RedisState, RetryPolicy};
 }
 
 /// Stream combinators (`map`, `filter`, `for_each`, `collect`, ...).
