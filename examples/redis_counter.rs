@@ -95,9 +95,23 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
             (p.0.to_string(), total + p.1)
         },
     ));
+    // Check: each user's total grows by at least this replica's purchase each time (by more
+    // when another replica's purchases landed in between), never less.
+    let mut last = std::collections::HashMap::new();
+    let mut i = 0u64;
     while let Some(total) = totals.next().await {
         let (user, total) = total?;
+        let amount = 1 + i % 3;
+        i += 1;
         println!("replica {}: {user} total {total}", args.replica);
+        let before = last.insert(user.clone(), total).unwrap_or(0);
+        if total < before + amount {
+            eprintln!(
+                "expected {user}'s total to be at least {} (was {before}, + {amount}); got {total}",
+                before + amount
+            );
+            std::process::exit(1);
+        }
     }
     Ok(())
 }
