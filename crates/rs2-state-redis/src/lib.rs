@@ -84,7 +84,9 @@ const MAX_LOCK_POLL: Duration = Duration::from_millis(20);
 /// Keyed state in Redis (standalone or Cluster), shared by every process that connects to
 /// the same server with the same prefix. See the [crate docs](crate) for its guarantees.
 ///
-/// Cloning is cheap and shares the connection.
+/// Cloning is cheap and shares the connection. The connection (and, on a standalone server,
+/// the task that batches lock requests) runs on the tokio runtime `connect` was called on:
+/// use the store while that runtime runs; connect once per runtime otherwise.
 #[derive(Clone)]
 pub struct RedisState {
     conn: Conn,
@@ -180,7 +182,9 @@ impl RedisState {
         self
     }
 
-    /// The prefix every key is under (as written to Redis).
+    /// The prefix every key is under, as written to Redis (with `{`, `}` and `%`
+    /// percent-encoded; to share a store's keys, clone it or pass the original prefix to
+    /// [`with_prefix`](Self::with_prefix) again).
     pub fn prefix(&self) -> &str {
         &self.prefix
     }
