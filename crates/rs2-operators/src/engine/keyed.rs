@@ -440,7 +440,14 @@ fn write_in(
 ) -> StateIo<()> {
     scratch.clear();
     if let Err(err) = build(key.user_key(), scratch) {
-        return StateIo::ready(Err(err));
+        // Nothing to write; a held lock is freed now rather than at the end of its lease.
+        return match key.lock.take() {
+            Some(lock) => StateIo::remote(async move {
+                let _ = lock.release().await;
+                Err(err)
+            }),
+            None => StateIo::ready(Err(err)),
+        };
     }
     // A held lock (a shared store) is released by `write_and_release`, below.
     if let (Some(local), None) = (storage.as_local(), &key.lock) {
