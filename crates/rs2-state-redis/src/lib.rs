@@ -62,6 +62,7 @@ use std::time::Duration;
 
 use redis::aio::{ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
 use redis::{cmd, pipe, RedisError, Value};
 use rs2_state_core::{
@@ -95,14 +96,13 @@ pub struct RedisState {
     batcher: Option<Batcher>,
     prefix: String,
     retry: RetryPolicy,
-    cluster: bool,
 }
 
 impl fmt::Debug for RedisState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("RedisState")
             .field("prefix", &self.prefix)
-            .field("cluster", &self.cluster)
+            .field("cluster", &self.is_cluster())
             .field("retry", &self.retry)
             .finish_non_exhaustive()
     }
@@ -154,7 +154,6 @@ impl RedisState {
 
     fn new(conn: Conn, batcher: Option<Batcher>) -> Self {
         Self {
-            cluster: batcher.is_none(),
             batcher,
             conn,
             prefix: "rs2:".into(),
@@ -191,7 +190,7 @@ impl RedisState {
 
     /// Whether this store talks to a cluster.
     pub fn is_cluster(&self) -> bool {
-        self.cluster
+        matches!(self.conn, Conn::Cluster(_))
     }
 
     fn value_key(&self, key: &str) -> String {
@@ -378,8 +377,9 @@ impl RedisState {
         Ok(found)
     }
 
-    /// Deletes the prefix's keys on one server (`node`: a cluster primary).
-    async fn clear_node(&self, node: Option<(String, u16)>) -> StateResult<()> {
+    /// Deletes the prefix's keys on one server: the standalone one (`node` `None`), or the
+    /// cluster primary `node` routes to.
+    async fn clear_node(&self, node: Option<(&ClusterConnection, RoutingInfo)>) -> StateResult<()> {
         let pattern = format!("{}{{*", glob_escape(&self.prefix));
         let mut cursor: u64 = 0;
         loop {
@@ -391,17 +391,11 @@ impl RedisState {
                 .arg(CLEAR_BATCH);
             let (next, keys): (u64, Vec<String>) = match &node {
                 None => self.query(&self.prefix, &scan).await?,
-                Some((host, port)) => {
-                    let routing = RoutingInfo::SingleNode(SingleNodeRoutingInfo::ByAddress {
-                        host: host.clone(),
-                        port: *port,
-                    });
+                Some((conn, routing)) => {
                     let reply = self
                         .retry
                         .run(|| {
-                            let Conn::Cluster(mut conn) = self.conn.clone() else {
-                                unreachable!("clear_node with a node is only called on a cluster")
-                            };
+                            let mut conn = (*conn).clone();
                             let (scan, routing) = (scan.clone(), routing.clone());
                             async move { conn.route_command(scan, routing).await }
                         })
@@ -412,7 +406,7 @@ impl RedisState {
                 }
             };
             if !keys.is_empty() {
-                if self.cluster {
+                if node.is_some() {
                     // Keys of different slots cannot share a command: one UNLINK each,
                     // pipelined by the connection.
                     let unlinks = keys.iter().map(|k| async move {
@@ -456,11 +450,13 @@ impl StateStorage for RedisState {
     }
 
     async fn clear(&self) -> StateResult<()> {
-        if !self.cluster {
+        let Conn::Cluster(conn) = &self.conn else {
             return self.clear_node(None).await;
-        }
-        for node in self.primaries().await? {
-            self.clear_node(Some(node)).await?;
+        };
+        for (host, port) in self.primaries().await? {
+            let primary = SingleNodeRoutingInfo::ByAddress { host, port };
+            self.clear_node(Some((conn, RoutingInfo::SingleNode(primary))))
+                .await?;
         }
         Ok(())
     }
@@ -509,7 +505,7 @@ impl StateStorage for RedisState {
         if keys.is_empty() {
             return Ok(Vec::new());
         }
-        if self.cluster {
+        if self.is_cluster() {
             let gets = keys.iter().map(|k| self.get(k));
             return futures::future::join_all(gets).await.into_iter().collect();
         }
@@ -524,7 +520,7 @@ impl StateStorage for RedisState {
         if entries.is_empty() {
             return Ok(());
         }
-        if self.cluster {
+        if self.is_cluster() {
             let sets = entries.iter().map(|(k, v)| self.set_with_ttl(k, v, ttl));
             return futures::future::join_all(sets).await.into_iter().collect();
         }

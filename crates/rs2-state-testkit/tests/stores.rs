@@ -1,12 +1,11 @@
 //! The conformance kit against the workspace's stores: `InMemoryState`, a five-method map
 //! store, and the two stores of `examples/custom_storage_example.rs`.
 
-use std::collections::HashMap;
-use std::sync::Mutex;
 use std::time::Duration;
 
-use rs2::state::{async_trait, InMemoryState, StateConfig, StateResult, StateStorage};
+use rs2::state::{InMemoryState, StateConfig};
 use rs2_state_testkit::{Conformance, Report, Status};
+use rs2_suite::MapStore;
 
 /// The example's `AtomicMemoryStorage` and `RedisLikeStorage`, the same code the example runs.
 #[allow(dead_code)]
@@ -46,35 +45,6 @@ async fn in_memory_state_meets_the_contract() {
         report,
         &["per_write_ttl(false)", "shared_between_instances(false)"],
     );
-}
-
-/// The five-method store of the `StateStorage` docs: everything else provided.
-#[derive(Default)]
-struct MapStore(Mutex<HashMap<String, Vec<u8>>>);
-
-#[async_trait]
-impl StateStorage for MapStore {
-    async fn get(&self, key: &str) -> StateResult<Option<Vec<u8>>> {
-        Ok(self.0.lock().unwrap().get(key).cloned())
-    }
-    async fn set(&self, key: &str, value: &[u8]) -> StateResult<()> {
-        self.0
-            .lock()
-            .unwrap()
-            .insert(key.to_string(), value.to_vec());
-        Ok(())
-    }
-    async fn delete(&self, key: &str) -> StateResult<()> {
-        self.0.lock().unwrap().remove(key);
-        Ok(())
-    }
-    async fn exists(&self, key: &str) -> StateResult<bool> {
-        Ok(self.0.lock().unwrap().contains_key(key))
-    }
-    async fn clear(&self) -> StateResult<()> {
-        self.0.lock().unwrap().clear();
-        Ok(())
-    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -201,12 +201,8 @@ impl KeyedState {
             let (lock, current) = lock_and_get(&storage, &storage_key, key).await?;
             let value = match current.map(|bytes| decode(key, &bytes)).transpose() {
                 Ok(value) => value,
-                Err(err) => {
-                    // Undecodable state is left as it is; free the key for whoever can read it
-                    // (a server-held lock would otherwise block it for its whole lease).
-                    let _ = lock.release().await;
-                    return Err(err);
-                }
+                // Undecodable state is left as it is; the key is freed for whoever can read it.
+                Err(err) => return fail_releasing(lock, err).await,
             };
             Ok(Loaded {
                 value,
@@ -370,11 +366,7 @@ impl KeyedState {
             let mut bytes = current.unwrap_or_default();
             let (change, r) = match f(key, &mut bytes, existed) {
                 Ok(done) => done,
-                Err(err) => {
-                    // The closure's error is the one to report; the lock only delays the key.
-                    let _ = lock.release().await;
-                    return Err(err);
-                }
+                Err(err) => return fail_releasing(lock, err).await,
             };
             let write = match change {
                 Change::Keep => LockedWrite::Keep,
@@ -404,6 +396,14 @@ async fn lock_and_get(
         .lock_and_get(storage_key, LOCK_LEASE)
         .await
         .map_err(|e| e.with_key(key))
+}
+
+/// Ends a transition that failed before its write: releases the key's lock now (a
+/// server-held lock would otherwise block the key for its whole lease) and returns `err`,
+/// which is the one to report (a failed release only delays the key).
+async fn fail_releasing<T>(lock: KeyLock, err: StateError) -> StateResult<T> {
+    let _ = lock.release().await;
+    Err(err)
 }
 
 /// A key's state read by [`KeyedState::load_for_update`], with the key's lock in a store that
@@ -442,10 +442,7 @@ fn write_in(
     if let Err(err) = build(key.user_key(), scratch) {
         // Nothing to write; a held lock is freed now rather than at the end of its lease.
         return match key.lock.take() {
-            Some(lock) => StateIo::remote(async move {
-                let _ = lock.release().await;
-                Err(err)
-            }),
+            Some(lock) => StateIo::remote(fail_releasing(lock, err)),
             None => StateIo::ready(Err(err)),
         };
     }
