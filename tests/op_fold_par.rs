@@ -277,3 +277,127 @@ async fn state_lives_in_the_fold_namespaces() {
     keys.sort();
     assert_eq!(keys, ["fold.user:a", "fold.user:b", "fold:a", "fold:b"]);
 }
+
+/// A `SlowStore` that counts transitions (`lock_and_get`) and can fail every
+/// `write_and_release` after the first `ok_writes`.
+#[derive(Default)]
+struct TransitionCounter {
+    store: rs2_suite::SlowStore,
+    locks: AtomicUsize,
+    writes: AtomicUsize,
+    ok_writes: Option<usize>,
+}
+
+#[rs2::state::async_trait]
+impl StateStorage for TransitionCounter {
+    async fn get(&self, key: &str) -> StateResult<Option<Vec<u8>>> {
+        self.store.get(key).await
+    }
+    async fn set(&self, key: &str, value: &[u8]) -> StateResult<()> {
+        self.store.set(key, value).await
+    }
+    async fn delete(&self, key: &str) -> StateResult<()> {
+        self.store.delete(key).await
+    }
+    async fn exists(&self, key: &str) -> StateResult<bool> {
+        self.store.exists(key).await
+    }
+    async fn clear(&self) -> StateResult<()> {
+        self.store.clear().await
+    }
+    async fn lock_and_get(
+        &self,
+        key: &str,
+        lease: Duration,
+    ) -> StateResult<(rs2::state::KeyLock, Option<Vec<u8>>)> {
+        self.locks.fetch_add(1, Ordering::SeqCst);
+        let lock = self.lock_key(key, lease).await?;
+        Ok((lock, self.store.get(key).await?))
+    }
+    async fn write_and_release(
+        &self,
+        key: &str,
+        lock: rs2::state::KeyLock,
+        write: rs2::state::LockedWrite<'_>,
+        _ttl: Option<Duration>,
+    ) -> StateResult<()> {
+        let n = self.writes.fetch_add(1, Ordering::SeqCst);
+        let written = match write {
+            _ if self.ok_writes.is_some_and(|ok| n >= ok) => {
+                Err(StateError::storage_for(key, "write refused"))
+            }
+            rs2::state::LockedWrite::Set(bytes) => self.store.set(key, bytes).await,
+            rs2::state::LockedWrite::Delete => self.store.delete(key).await,
+            rs2::state::LockedWrite::Keep => Ok(()),
+        };
+        lock.release().await?;
+        written
+    }
+}
+
+/// Twelve events of one key, all waiting at once behind the first: they run as one
+/// transition (one locked read, one write) instead of eleven, and yield what the sequential
+/// fold yields.
+#[tokio::test(start_paused = true)]
+async fn waiting_events_of_one_key_share_one_transition() {
+    let store = Arc::new(TransitionCounter::default());
+    let config = roomy().with_custom_storage(store.clone());
+    let items: Vec<u32> = futures::stream::iter(1..=12u32)
+        .stateful_fold_rs2_par(
+            config,
+            |_: &u32| "k".to_string(),
+            16,
+            0u32,
+            |acc, e, _s: StateAccess| async move { acc + e },
+        )
+        .map(Result::unwrap)
+        .collect()
+        .await;
+    let want: Vec<u32> = (1..=12)
+        .scan(0, |s, e| {
+            *s += e;
+            Some(*s)
+        })
+        .collect();
+    assert_eq!(items, want);
+    assert_eq!(
+        store.locks.load(Ordering::SeqCst),
+        2,
+        "the first event, then the other eleven"
+    );
+    assert_eq!(store.writes.load(Ordering::SeqCst), 2);
+    let sum: Option<u32> = stored(&(store.clone() as rs2::state::SharedStorage), "fold:k")
+        .await
+        .unwrap();
+    assert_eq!(sum, Some(78));
+}
+
+/// When a group's write fails, none of its events is acknowledged: each yields the error and
+/// the stored value stays what the last successful write left.
+#[tokio::test(start_paused = true)]
+async fn a_failed_group_write_fails_every_event_of_the_group() {
+    let store = Arc::new(TransitionCounter {
+        ok_writes: Some(1),
+        ..Default::default()
+    });
+    let config = roomy().with_custom_storage(store.clone());
+    let items: Vec<StateResult<u32>> = futures::stream::iter(1..=5u32)
+        .stateful_fold_rs2_par(
+            config,
+            |_: &u32| "k".to_string(),
+            8,
+            0u32,
+            |acc, e, _s: StateAccess| async move { acc + e },
+        )
+        .collect()
+        .await;
+    assert_eq!(items[0], Ok(1));
+    for item in &items[1..] {
+        let err = item.clone().expect_err("the group's write failed");
+        assert!(err.to_string().contains("write refused"), "{err}");
+    }
+    let sum: Option<u32> = stored(&(store.clone() as rs2::state::SharedStorage), "fold:k")
+        .await
+        .unwrap();
+    assert_eq!(sum, Some(1));
+}

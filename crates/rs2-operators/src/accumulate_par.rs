@@ -3,6 +3,7 @@
 //! it, as the sequential fold and reduce do, but as one future per event so that the
 //! engine ([`KeyedPar`](crate::engine::KeyedPar)) can run events of different keys at once.
 
+use std::collections::VecDeque;
 use std::future::Future;
 use std::marker::PhantomData;
 use std::pin::Pin;
@@ -15,7 +16,8 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 
 use crate::accumulate::Seed;
-use crate::engine::{save_detached, EventKey, InFlight, KeyedState, Landed, Loaded, StateIo};
+use crate::engine::{commit_detached, decode, encode, save_detached};
+use crate::engine::{EventKey, InFlight, KeyedState, Landed, Loaded, StateIo};
 use crate::engine::{ParStart, ParStep, Turn};
 
 /// The step of [`StatefulFoldPar`](crate::StatefulFoldPar) and
@@ -32,9 +34,58 @@ pub struct AccumulateParStep<F, Fut, A, Sd> {
     _types: PhantomData<fn() -> (Fut, A)>,
 }
 
-/// A key's loaded value, handed back to [`AccumulateParStep`] to run the closure (after a
-/// read from a remote store).
-pub struct AccumulateParResume<T, A>(Landed<T, Loaded<A>>);
+/// Most waiting events of one key taken in one transition (a remote store only).
+const GROUP_LIMIT: usize = 64;
+
+/// What an event's future hands back to [`AccumulateParStep`] to run the user's closure:
+/// a key's loaded value (after a read from a remote store), or a group of events of one key
+/// going on to its next event.
+pub struct AccumulateParResume<T, A>(ResumeWith<T, A>);
+
+enum ResumeWith<T, A> {
+    Loaded(Landed<T, Loaded<A>>),
+    Group(Group<T, A>),
+}
+
+/// Events of one key waiting behind each other, taken in one transition on a remote store:
+/// one locked read, each event's closure in order on the value the previous one made, one
+/// write. Each event's item is what the sequential operator yields for it; if the write
+/// fails, every event of the group yields the write's error (none of them is stored).
+struct Group<T, A> {
+    events: VecDeque<T>,
+    /// Holds the key's lock.
+    key: EventKey,
+    now: u64,
+    /// The value read, until the first event encodes it into `bytes`.
+    loaded: Option<A>,
+    /// The encoding of the value the next event starts from (`None`: the key has none).
+    bytes: Option<Vec<u8>>,
+    /// Whether an event changed the value (else the write only releases the lock).
+    changed: bool,
+    outputs: Vec<StateResult<A>>,
+}
+
+impl<T, A: Serialize + DeserializeOwned> Group<T, A> {
+    /// The value the next event starts from.
+    fn current(&self) -> StateResult<Option<A>> {
+        let key = self.key.user_key();
+        self.bytes.as_deref().map(|b| decode(key, b)).transpose()
+    }
+
+    /// An event's result: stored for the next event (if it encodes) and yielded.
+    fn record(&mut self, value: A) {
+        let mut bytes = Vec::new();
+        match encode(self.key.user_key(), &value, &mut bytes) {
+            Ok(()) => {
+                self.bytes = Some(bytes);
+                self.changed = true;
+                self.outputs.push(Ok(value));
+            }
+            // As the sequential operator: this event's item is the error, the value stays.
+            Err(err) => self.outputs.push(Err(err)),
+        }
+    }
+}
 
 impl<F, Fut, A, Sd> AccumulateParStep<F, Fut, A, Sd> {
     pub(crate) fn new(config: &StateConfig, op: &'static str, seed: Sd, f: F) -> Self {
@@ -135,8 +186,96 @@ where
         }
     }
 
-    fn resume(&mut self, AccumulateParResume(landed): Self::Resume) -> Self::Fut {
-        self.run(landed)
+    fn resume(&mut self, AccumulateParResume(resume): Self::Resume) -> Self::Fut {
+        match resume {
+            ResumeWith::Loaded(landed) => self.run(landed),
+            ResumeWith::Group(group) => self.advance(group),
+        }
+    }
+
+    fn group_limit(&self) -> usize {
+        // An in-process store answers at once: nothing to save by grouping.
+        if self.acc_state.storage().as_local().is_some() {
+            1
+        } else {
+            GROUP_LIMIT
+        }
+    }
+
+    fn start_group(
+        &mut self,
+        events: Vec<T>,
+        mut key: EventKey,
+    ) -> Result<Self::Fut, (Vec<T>, EventKey)> {
+        let now = self.acc_state.now();
+        let io = self.acc_state.load_for_update(&mut key, now);
+        Ok(AccumulateParFut {
+            closure: None,
+            phase: Phase::GroupLoading(InFlight::new(events.into(), key, now, io)),
+        })
+    }
+}
+
+impl<F, Fut, A, Sd> AccumulateParStep<F, Fut, A, Sd> {
+    /// Goes on with a group: runs its events without a closure of their own (a reduce's first
+    /// value) at once, and starts the closure of the next that has one; once every event ran,
+    /// writes the value and releases the key.
+    fn advance<T>(&mut self, mut group: Group<T, A>) -> AccumulateParFut<Fut, T, A>
+    where
+        Sd: Seed<T, A>,
+        F: FnMut(A, T, StateAccess) -> Fut,
+        A: Serialize + DeserializeOwned,
+    {
+        if let Some(value) = group.loaded.take() {
+            let mut bytes = Vec::new();
+            match encode(group.key.user_key(), &value, &mut bytes) {
+                Ok(()) => group.bytes = Some(bytes),
+                // A stored value that decodes but does not encode again: no event can run on
+                // it, and it is left as it is.
+                Err(err) => {
+                    let events = std::mem::take(&mut group.events);
+                    group
+                        .outputs
+                        .extend(events.iter().map(|_| Err(err.clone())));
+                }
+            }
+        }
+        while let Some(event) = group.events.pop_front() {
+            let stored = match group.current() {
+                Ok(stored) => stored,
+                Err(err) => {
+                    group.outputs.push(Err(err));
+                    continue;
+                }
+            };
+            match self.seed.start(stored, event) {
+                Ok((acc, event)) => {
+                    let access = match self.user_state.derived_key(group.key.user_key()) {
+                        Ok(user_key) => self.user_state.access(user_key, group.now),
+                        Err(err) => KeyedState::failed_access(err),
+                    };
+                    return AccumulateParFut {
+                        closure: Some((self.f)(acc, event, access)),
+                        phase: Phase::GroupRunning(group),
+                    };
+                }
+                Err(value) => group.record(value),
+            }
+        }
+        let bytes = group.changed.then(|| group.bytes.take()).flatten();
+        let io = commit_detached(
+            self.acc_state.storage(),
+            self.acc_state.ttl(),
+            &mut group.key,
+            bytes,
+        );
+        AccumulateParFut {
+            closure: None,
+            phase: Phase::GroupSaving {
+                outputs: group.outputs,
+                io,
+            },
+        }
     }
 }
 
@@ -164,6 +303,15 @@ enum Phase<T, A> {
     Saving { value: A, io: StateIo<()> },
     /// Done without the closure (an error, or already yielded: `None`).
     Finished(Option<StateResult<A>>),
+    /// A group's locked read.
+    GroupLoading(InFlight<VecDeque<T>, Loaded<A>>),
+    /// A group's event's closure running.
+    GroupRunning(Group<T, A>),
+    /// A group's write (and release of its key).
+    GroupSaving {
+        outputs: Vec<StateResult<A>>,
+        io: StateIo<()>,
+    },
 }
 
 impl<Fut, T, A> AccumulateParFut<Fut, T, A> {
@@ -178,7 +326,7 @@ impl<Fut, T, A> AccumulateParFut<Fut, T, A> {
 impl<Fut, T, A> Future for AccumulateParFut<Fut, T, A>
 where
     Fut: Future<Output = A>,
-    A: Serialize,
+    A: Serialize + DeserializeOwned,
 {
     type Output = Turn<StateResult<A>, AccumulateParResume<T, A>>;
 
@@ -187,7 +335,11 @@ where
         loop {
             match std::mem::replace(this.phase, Phase::Finished(None)) {
                 Phase::Loading(load) => match load.poll(cx) {
-                    Ok(landed) => return Poll::Ready(Turn::Resume(AccumulateParResume(landed))),
+                    Ok(landed) => {
+                        return Poll::Ready(Turn::Resume(AccumulateParResume(ResumeWith::Loaded(
+                            landed,
+                        ))))
+                    }
                     Err(load) => {
                         *this.phase = Phase::Loading(load);
                         return Poll::Pending;
@@ -223,6 +375,74 @@ where
                     }
                     Poll::Pending => {
                         *this.phase = Phase::Saving { value, io };
+                        return Poll::Pending;
+                    }
+                },
+                Phase::GroupLoading(load) => match load.poll(cx) {
+                    Ok(Landed {
+                        event: events,
+                        mut key,
+                        now,
+                        result,
+                    }) => {
+                        let loaded = match result {
+                            Ok(loaded) => loaded,
+                            // No event of the group can run: each yields the read's error.
+                            Err(err) => {
+                                let outs = events.iter().map(|_| Some(Err(err.clone())));
+                                return Poll::Ready(Turn::DoneGroup(outs.collect()));
+                            }
+                        };
+                        key.lock = loaded.lock;
+                        let group = Group {
+                            outputs: Vec::with_capacity(events.len()),
+                            events,
+                            key,
+                            now,
+                            loaded: loaded.value,
+                            bytes: None,
+                            changed: false,
+                        };
+                        return Poll::Ready(Turn::Resume(AccumulateParResume(ResumeWith::Group(
+                            group,
+                        ))));
+                    }
+                    Err(load) => {
+                        *this.phase = Phase::GroupLoading(load);
+                        return Poll::Pending;
+                    }
+                },
+                Phase::GroupRunning(mut group) => {
+                    let Some(closure) = this.closure.as_mut().as_pin_mut() else {
+                        let err = StateError::Storage("group running without its closure".into());
+                        let outs = (0..=group.events.len()).map(|_| Some(Err(err.clone())));
+                        let mut outputs: Vec<_> = group.outputs.into_iter().map(Some).collect();
+                        outputs.extend(outs);
+                        return Poll::Ready(Turn::DoneGroup(outputs));
+                    };
+                    let Poll::Ready(value) = closure.poll(cx) else {
+                        *this.phase = Phase::GroupRunning(group);
+                        return Poll::Pending;
+                    };
+                    this.closure.set(None);
+                    group.record(value);
+                    return Poll::Ready(Turn::Resume(AccumulateParResume(ResumeWith::Group(
+                        group,
+                    ))));
+                }
+                Phase::GroupSaving { outputs, mut io } => match Pin::new(&mut io).poll(cx) {
+                    Poll::Ready(written) => {
+                        let outs = outputs.into_iter().map(|out| {
+                            Some(match (&written, out) {
+                                // Not stored: no event of the group is acknowledged.
+                                (Err(err), Ok(_)) => Err(err.clone()),
+                                (_, out) => out,
+                            })
+                        });
+                        return Poll::Ready(Turn::DoneGroup(outs.collect()));
+                    }
+                    Poll::Pending => {
+                        *this.phase = Phase::GroupSaving { outputs, io };
                         return Poll::Pending;
                     }
                 },

@@ -677,7 +677,8 @@ pub trait StatefulStreamExt: Stream {
 
     /// [`stateful_fold_rs2`](Self::stateful_fold_rs2) with up to `concurrency` events of
     /// different keys in flight at once: events of one key still run one after another (each
-    /// loads the accumulator the previous one stored), items come out in input order, and at
+    /// gets the accumulator the previous one made; on a remote store, events of a key waiting
+    /// behind each other share one locked read and one write), items come out in input order, and at
     /// most `concurrency` events are taken from the input ahead of the output. `concurrency` 0
     /// is treated as 1. Same state and `Err` items as the sequential operator; see
     /// [`StatefulFoldPar`](crate::StatefulFoldPar).
@@ -722,7 +723,8 @@ pub trait StatefulStreamExt: Stream {
 
     /// [`stateful_reduce_rs2`](Self::stateful_reduce_rs2) with up to `concurrency` events of
     /// different keys in flight at once: events of one key still run one after another (each
-    /// loads the running value the previous one stored), items come out in input order, and
+    /// gets the running value the previous one made; on a remote store, events of a key
+    /// waiting behind each other share one locked read and one write), items come out in input order, and
     /// at most `concurrency` events are taken from the input ahead of the output.
     /// `concurrency` 0 is treated as 1. Same state and `Err` items as the sequential operator;
     /// see [`StatefulReducePar`](crate::StatefulReducePar).

@@ -60,8 +60,9 @@ driven_stream!(StatefulFold<S, K, F, Fut, A>, impl<S, K, F, Fut, A>, Item = A, p
 /// [`stateful_fold_rs2_par`](crate::StatefulStreamExt::stateful_fold_rs2_par).
 ///
 /// [`StatefulFold`] with up to `concurrency` events in flight: events of different keys run
-/// at once, events of one key strictly one after another (each loads the accumulator the
-/// previous one stored), items come out in input order, and at most `concurrency` events are
+/// at once, events of one key strictly one after another (each gets the accumulator the
+/// previous one made; on a remote store, events of a key waiting behind each other share one
+/// locked read and one write), items come out in input order, and at most `concurrency` events are
 /// taken from the input and not yet yielded. `concurrency` 0 is treated as 1. Same state,
 /// namespaces (`fold`, `fold.user`) and `Err` items as [`StatefulFold`]; see [`StatefulMapPar`](crate::StatefulMapPar).
 ///

@@ -52,8 +52,9 @@ driven_stream!(StatefulReduce<S, K, F, Fut, T>, impl<S, K, F, Fut, T>, Item = T,
 /// [`stateful_reduce_rs2_par`](crate::StatefulStreamExt::stateful_reduce_rs2_par).
 ///
 /// [`StatefulReduce`] with up to `concurrency` events in flight: events of different keys run
-/// at once, events of one key strictly one after another (each loads the running value the
-/// previous one stored), items come out in input order, and at most `concurrency` events are
+/// at once, events of one key strictly one after another (each gets the running value the
+/// previous one made; on a remote store, events of a key waiting behind each other share one
+/// locked read and one write), items come out in input order, and at most `concurrency` events are
 /// taken from the input and not yet yielded. `concurrency` 0 is treated as 1. Same state,
 /// namespaces (`reduce`, `reduce.user`) and `Err` items as [`StatefulReduce`]; see
 /// [`StatefulMapPar`](crate::StatefulMapPar).

@@ -1,8 +1,11 @@
-//! Keyed counter over a local Redis: 20,000 events over 1,000 keys, summed per key with
+//! Keyed counter over a local Redis: events over 1,000 keys, summed per key with
 //! `stateful_fold_rs2` (one event at a time: each event's lock-and-read and
 //! write-and-release round trips before the next event) and with `stateful_fold_rs2_par`
-//! (many keys in flight, their requests pipelined on one connection), against hand-written
-//! redis-rs loops in the same run: `INCRBY` one request at a time, and `INCRBY` in pipelines.
+//! (many keys in flight, their requests batched into one script call; events of one key
+//! waiting behind each other taken as one transition), against hand-written redis-rs loops in
+//! the same run: `INCRBY` one request at a time, and `INCRBY` in pipelines. The sequential
+//! runs and `_par` with up to 1,024 in flight count 20,000 events; `_par` with 4,096 and
+//! 16,384 in flight count 100,000 (so that most of the input runs with the window full).
 //!
 //! Needs a server: `RS2_REDIS_URL=redis://127.0.0.1:16379 cargo bench -p rs2-state-redis`
 //! (`scripts/redis-servers.sh start` prints the line). Without the variable it prints why and
@@ -18,10 +21,13 @@ use rs2_state_core::{StateAccess, StateConfig, StateStorage};
 use rs2_state_redis::RedisState;
 
 const EVENTS: usize = 20_000;
+/// The input of the runs with more events in flight than the short input has per key-round:
+/// long enough that most of it runs with the window full.
+const LONG_EVENTS: usize = 100_000;
 const KEYS: usize = 1_000;
 
-fn events() -> Vec<(u32, u64)> {
-    (0..EVENTS).map(|i| ((i * 7919 % KEYS) as u32, 1)).collect()
+fn events(n: usize) -> Vec<(u32, u64)> {
+    (0..n).map(|i| ((i * 7919 % KEYS) as u32, 1)).collect()
 }
 
 fn config(store: &RedisState) -> StateConfig {
@@ -106,7 +112,8 @@ fn redis_counter(c: &mut Criterion) {
     let conn = rt
         .block_on(client.get_multiplexed_async_connection())
         .unwrap();
-    let evs = events();
+    let evs = events(EVENTS);
+    let long = events(LONG_EVENTS);
     // Check: a fresh store's fold sums 1..=count per key.
     rt.block_on(store.clear()).unwrap();
     let per_key = (EVENTS / KEYS) as u64;
@@ -132,19 +139,27 @@ fn redis_counter(c: &mut Criterion) {
             })
         })
     });
-    for n in [64, 256, 1024] {
+    for (n, input) in [
+        (64, &evs),
+        (256, &evs),
+        (1024, &evs),
+        (4096, &long),
+        (16384, &long),
+    ] {
+        group.throughput(Throughput::Elements(input.len() as u64));
         group.bench_function(format!("fold_par_{n}"), |b| {
             b.iter_custom(|iters| {
                 rt.block_on(async {
                     let start = Instant::now();
                     for _ in 0..iters {
-                        fold_par(&store, evs.clone(), n).await;
+                        fold_par(&store, input.clone(), n).await;
                     }
                     start.elapsed()
                 })
             })
         });
     }
+    group.throughput(Throughput::Elements(EVENTS as u64));
     group.bench_function("hand_incrby_sequential", |b| {
         b.iter_custom(|iters| {
             rt.block_on(async {

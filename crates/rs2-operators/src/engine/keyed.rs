@@ -499,6 +499,43 @@ pub(crate) fn save_detached<S: Serialize + ?Sized>(
     })
 }
 
+/// Ends a transition that read `key` under its lock with
+/// [`KeyedState::load_for_update`] and worked on the value apart from its operator (a group of
+/// events of one key, in the keyed-concurrency operators): writes `bytes` (`None`: the value
+/// is unchanged) and releases the lock, in one `write_and_release`.
+pub(crate) fn commit_detached(
+    storage: &SharedStorage,
+    ttl: Duration,
+    key: &mut EventKey,
+    bytes: Option<Vec<u8>>,
+) -> StateIo<()> {
+    let storage = Arc::clone(storage);
+    let storage_key = key.storage_key.clone();
+    let key_start = key.key_start;
+    let lock = key.lock.take();
+    StateIo::remote(async move {
+        let key = &storage_key[key_start..];
+        let write = match &bytes {
+            Some(bytes) => LockedWrite::Set(bytes),
+            None => LockedWrite::Keep,
+        };
+        match lock {
+            Some(lock) => {
+                storage
+                    .write_and_release(&storage_key, lock, write, Some(ttl))
+                    .await
+            }
+            None => match write {
+                LockedWrite::Set(bytes) => {
+                    storage.set_with_ttl(&storage_key, bytes, Some(ttl)).await
+                }
+                _ => Ok(()),
+            },
+        }
+        .map_err(|e| e.with_key(key))
+    })
+}
+
 /// What an [`update_bytes`](KeyedState::update_bytes) function does with the key.
 pub(crate) use rs2_state_core::ValueChange as Change;
 
@@ -521,7 +558,11 @@ pub(crate) fn decode<S: DeserializeOwned>(key: &str, bytes: &[u8]) -> StateResul
     Postcard::decode(bytes).map_err(|e| StateError::decode_for(key, std::any::type_name::<S>(), e))
 }
 
-fn encode<S: Serialize + ?Sized>(key: &str, value: &S, buf: &mut Vec<u8>) -> StateResult<()> {
+pub(crate) fn encode<S: Serialize + ?Sized>(
+    key: &str,
+    value: &S,
+    buf: &mut Vec<u8>,
+) -> StateResult<()> {
     Postcard::encode(value, buf)
         .map_err(|e| StateError::encode_for(key, std::any::type_name::<S>(), e))
 }

@@ -41,6 +41,9 @@ pub enum Turn<I, R> {
     Done(Option<I>),
     /// The event needs its step again (its key stays busy): the step makes the next future.
     Resume(R),
+    /// A group of events (from [`ParStart::start_group`]) is finished, its key free: their
+    /// outputs, in the group's order.
+    DoneGroup(Vec<Option<I>>),
 }
 
 /// The step's side the engine drives (crate-private: it works on the keyed-state helper).
@@ -51,6 +54,26 @@ pub(crate) trait ParStart<T>: ParStep<T> {
     fn start(&mut self, event: T, key: StateResult<EventKey>) -> Self::Fut;
     /// Goes on with an event whose future returned [`Turn::Resume`].
     fn resume(&mut self, resume: Self::Resume) -> Self::Fut;
+
+    /// How many waiting events of one key the step takes in one go with
+    /// [`start_group`](Self::start_group) (1, the default: one at a time). A step whose
+    /// state lives in a remote store groups them, so the key's events waiting behind each
+    /// other cost one locked read and one write between them instead of one each.
+    fn group_limit(&self) -> usize {
+        1
+    }
+
+    /// Starts processing `events` (in order, all of key `key`, at most
+    /// [`group_limit`](Self::group_limit) of them) as one future ending in
+    /// [`Turn::DoneGroup`]; or hands them back to be started one at a time (the default).
+    #[allow(clippy::type_complexity)]
+    fn start_group(
+        &mut self,
+        events: Vec<T>,
+        key: EventKey,
+    ) -> Result<Self::Fut, (Vec<T>, EventKey)> {
+        Err((events, key))
+    }
 }
 
 pin_project! {
@@ -91,12 +114,14 @@ pin_project! {
 }
 
 pin_project! {
-    /// An event's future tagged with its sequence number and key.
+    /// An event's future tagged with its sequence number and key (and, for a group, the
+    /// sequence numbers of the group's other events).
     struct Tagged<Fut> {
         #[pin]
         fut: Fut,
         seq: u64,
         key: Option<u64>,
+        more: Vec<u64>,
     }
 }
 
@@ -118,13 +143,28 @@ impl Hasher for KeyHashHasher {
     }
 }
 
+impl<Fut> Tagged<Fut> {
+    fn one(fut: Fut, seq: u64, key: Option<u64>) -> Self {
+        Self {
+            fut,
+            seq,
+            key,
+            more: Vec::new(),
+        }
+    }
+}
+
+/// A finished future: its first event's sequence number, its key, the group's other
+/// sequence numbers, and how it ended.
+type Finished<O> = (u64, Option<u64>, Vec<u64>, O);
+
 impl<Fut: Future> Future for Tagged<Fut> {
-    type Output = (u64, Option<u64>, Fut::Output);
+    type Output = Finished<Fut::Output>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let this = self.project();
         let out = futures::ready!(this.fut.poll(cx));
-        Poll::Ready((*this.seq, this.key.take(), out))
+        Poll::Ready((*this.seq, this.key.take(), std::mem::take(this.more), out))
     }
 }
 
@@ -178,11 +218,7 @@ where
                     // No key: nothing to serialise against.
                     Err(err) => {
                         let fut = this.step.start(event, Err(err));
-                        this.running.push(Tagged {
-                            fut,
-                            seq,
-                            key: None,
-                        });
+                        this.running.push(Tagged::one(fut, seq, None));
                         continue;
                     }
                 };
@@ -193,34 +229,40 @@ where
                 }
                 this.busy.insert(hash, VecDeque::new());
                 let fut = this.step.start(event, Ok(key));
-                this.running.push(Tagged {
-                    fut,
-                    seq,
-                    key: Some(hash),
-                });
+                this.running.push(Tagged::one(fut, seq, Some(hash)));
             }
             match this.running.poll_next_unpin(cx) {
-                Poll::Ready(Some((seq, key, Turn::Resume(resume)))) => {
+                Poll::Ready(Some((seq, key, more, Turn::Resume(resume)))) => {
                     let fut = this.step.resume(resume);
-                    this.running.push(Tagged { fut, seq, key });
+                    this.running.push(Tagged {
+                        fut,
+                        seq,
+                        key,
+                        more,
+                    });
                 }
-                Poll::Ready(Some((seq, key, Turn::Done(out)))) => {
-                    let at = (seq - *this.next_out) as usize;
-                    if this.done.len() <= at {
-                        this.done.resize_with(at + 1, || None);
-                    }
-                    this.done[at] = Some(out);
-                    let Some(hash) = key else { continue };
-                    // The key is free: start its next event, if one waits.
-                    match this.busy.get_mut(&hash).and_then(VecDeque::pop_front) {
-                        Some((next_seq, event, key)) => {
-                            let fut = this.step.start(event, Ok(key));
-                            this.running.push(Tagged {
-                                fut,
-                                seq: next_seq,
-                                key: Some(hash),
-                            });
+                Poll::Ready(Some((seq, key, more, turn))) => {
+                    let outs = match turn {
+                        Turn::Done(out) => vec![out],
+                        Turn::DoneGroup(outs) => outs,
+                        Turn::Resume(_) => unreachable!("matched above"),
+                    };
+                    debug_assert_eq!(outs.len(), 1 + more.len(), "one output per event");
+                    let mut outs = outs.into_iter();
+                    for seq in std::iter::once(seq).chain(more) {
+                        let at = (seq - *this.next_out) as usize;
+                        if this.done.len() <= at {
+                            this.done.resize_with(at + 1, || None);
                         }
+                        this.done[at] = Some(outs.next().flatten());
+                    }
+                    let Some(hash) = key else { continue };
+                    // The key is free: start its next events, if any wait.
+                    let Some(queue) = this.busy.get_mut(&hash) else {
+                        continue;
+                    };
+                    match start_next(this.step, queue, hash) {
+                        Some(tagged) => this.running.push(tagged),
                         None => {
                             this.busy.remove(&hash);
                         }
@@ -240,4 +282,57 @@ where
             }
         }
     }
+}
+
+/// Starts the events waiting for key `hash` to be free: the leading run of them with the same
+/// key as one group, if the step groups, else the first alone. `None` if none wait.
+fn start_next<T, St: ParStart<T>>(
+    step: &mut St,
+    queue: &mut VecDeque<(u64, T, EventKey)>,
+    hash: u64,
+) -> Option<Tagged<St::Fut>> {
+    let limit = step.group_limit();
+    // Two keys may share a hash: a group is one key's events only.
+    let run = match queue.front() {
+        None => return None,
+        Some((_, _, first)) if limit > 1 => queue
+            .iter()
+            .take(limit)
+            .take_while(|(_, _, k)| k.storage_key == first.storage_key)
+            .count(),
+        Some(_) => 1,
+    };
+    if run > 1 {
+        let mut seqs = Vec::with_capacity(run);
+        let mut events = Vec::with_capacity(run);
+        let mut keys = Vec::with_capacity(run);
+        for (seq, event, key) in queue.drain(..run) {
+            seqs.push(seq);
+            events.push(event);
+            keys.push(key);
+        }
+        let first_key = keys.swap_remove(0);
+        match step.start_group(events, first_key) {
+            Ok(fut) => {
+                let seq = seqs.remove(0);
+                return Some(Tagged {
+                    fut,
+                    seq,
+                    key: Some(hash),
+                    more: seqs,
+                });
+            }
+            // The step starts them one at a time after all: put them back as they were.
+            Err((events, first_key)) => {
+                keys.push(first_key);
+                let last = keys.len() - 1;
+                keys.swap(0, last);
+                for ((seq, event), key) in seqs.into_iter().zip(events).zip(keys).rev() {
+                    queue.push_front((seq, event, key));
+                }
+            }
+        }
+    }
+    let (seq, event, key) = queue.pop_front()?;
+    Some(Tagged::one(step.start(event, Ok(key)), seq, Some(hash)))
 }
