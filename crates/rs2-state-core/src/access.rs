@@ -349,12 +349,14 @@ impl<C: Codec> StateAccess<C> {
         let storage = self.storage()?;
         if let Some(local) = storage.as_local() {
             let mut value = None;
-            local.read(
-                self.hash(local),
-                &self.inner.storage_key,
-                self.now(local),
-                &mut |bytes| value = Some(self.decode::<S>(bytes)),
-            );
+            local
+                .try_read(
+                    self.hash(local),
+                    &self.inner.storage_key,
+                    self.now(local),
+                    &mut |bytes| value = Some(self.decode::<S>(bytes)),
+                )
+                .map_err(|e| e.with_key(self.key()))?;
             return value.transpose();
         }
         match storage
@@ -464,7 +466,9 @@ impl<C: Codec> StateAccess<C> {
             return false;
         };
         if let Some(local) = storage.as_local() {
-            return local.exists(self.hash(local), &self.inner.storage_key, self.now(local));
+            return local
+                .try_exists(self.hash(local), &self.inner.storage_key, self.now(local))
+                .unwrap_or(false);
         }
         storage
             .exists(&self.inner.storage_key)
@@ -476,7 +480,9 @@ impl<C: Codec> StateAccess<C> {
     pub async fn delete(&self) -> StateResult<()> {
         let storage = self.storage()?;
         match storage.as_local() {
-            Some(local) => local.remove(self.hash(local), &self.inner.storage_key),
+            Some(local) => local
+                .try_remove(self.hash(local), &self.inner.storage_key)
+                .map_err(|e| e.with_key(self.key()))?,
             None => storage
                 .delete(&self.inner.storage_key)
                 .await

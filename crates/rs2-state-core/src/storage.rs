@@ -414,6 +414,33 @@ pub trait LocalStorage: Send + Sync {
     /// Removes the key.
     fn remove(&self, hash: u64, key: &str);
 
+    /// [`read`](Self::read) for a store whose reads can fail (one that reads from disk):
+    /// `Err` when the value could not be read, so a caller never takes an unreadable value
+    /// for an absent one (and overwrites it). Operators and `StateAccess` call this; the
+    /// provided method calls [`read`](Self::read), which cannot fail.
+    fn try_read(
+        &self,
+        hash: u64,
+        key: &str,
+        now_ms: u64,
+        f: &mut dyn FnMut(&[u8]),
+    ) -> StateResult<bool> {
+        Ok(self.read(hash, key, now_ms, f))
+    }
+
+    /// [`exists`](Self::exists) for a store whose reads can fail (see
+    /// [`try_read`](Self::try_read)).
+    fn try_exists(&self, hash: u64, key: &str, now_ms: u64) -> StateResult<bool> {
+        Ok(self.exists(hash, key, now_ms))
+    }
+
+    /// [`remove`](Self::remove) for a store whose writes can fail (a removal that must reach
+    /// disk): `Err` when the key could not be removed. Operators and `StateAccess` call this.
+    fn try_remove(&self, hash: u64, key: &str) -> StateResult<()> {
+        self.remove(hash, key);
+        Ok(())
+    }
+
     /// The store's clock, in milliseconds since the Unix epoch.
     fn now_ms(&self) -> u64;
 }

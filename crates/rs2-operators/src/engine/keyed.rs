@@ -239,10 +239,13 @@ impl KeyedState {
         if let Some(local) = self.storage.as_local() {
             let hash = key.local_hash(local);
             let mut value = None;
-            local.read(hash, &key.storage_key, now, &mut |bytes| {
+            let read = local.try_read(hash, &key.storage_key, now, &mut |bytes| {
                 value = Some(decode::<S>(key.user_key(), bytes))
             });
-            return StateIo::ready(value.transpose());
+            return StateIo::ready(match read {
+                Ok(_) => value.transpose(),
+                Err(err) => Err(err.with_key(key.user_key())),
+            });
         }
         let storage = Arc::clone(&self.storage);
         let storage_key = key.storage_key.clone();
@@ -264,8 +267,8 @@ impl KeyedState {
     pub fn remove(&mut self, key: &mut EventKey) -> StateIo<()> {
         if let Some(local) = self.storage.as_local() {
             let hash = key.local_hash(local);
-            local.remove(hash, &key.storage_key);
-            return StateIo::ready(Ok(()));
+            let removed = local.try_remove(hash, &key.storage_key);
+            return StateIo::ready(removed.map_err(|e| e.with_key(key.user_key())));
         }
         let storage = Arc::clone(&self.storage);
         let storage_key = key.storage_key.clone();

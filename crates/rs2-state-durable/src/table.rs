@@ -1,0 +1,537 @@
+//! The store's internals: the fjall keyspace, the writes not yet on disk, the flusher.
+//!
+//! In batched mode a write lands in `pending` (one map per shard, under the shard's lock) and
+//! is acknowledged; every interval the flusher moves each shard's `pending` to `flushing`,
+//! writes all of it to fjall as one atomic batch and syncs the journal, then empties
+//! `flushing`. Reads look in `pending`, then `flushing`, then on disk, so a read never misses
+//! a write that is on its way down. A key written many times in one interval is written to
+//! disk once. In strict and synced modes writes go to fjall directly and the maps stay empty.
+
+use std::collections::HashMap;
+use std::hash::BuildHasher;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, Weak};
+use std::thread::JoinHandle;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
+use rs2_state_core::{StateError, StateResult};
+
+use crate::record::{self, ExpiryFilterFactory, HEADER};
+use crate::Durability;
+
+/// Shards of the pending-write maps: writers on different keys rarely share a lock.
+const SHARDS: usize = 16;
+/// The keyspace inside the directory that holds the state.
+const KEYSPACE: &str = "rs2-state";
+/// fjall's key limit.
+const MAX_KEY: usize = 65_536;
+
+/// A value on its way to disk (a record, see `record`), or a removal.
+#[derive(Debug, Clone)]
+enum Entry {
+    Live(Vec<u8>),
+    Removed,
+}
+
+#[derive(Default)]
+struct Shard {
+    pending: HashMap<String, Entry>,
+    flushing: HashMap<String, Entry>,
+}
+
+impl Shard {
+    /// The newest write of `key` still in memory.
+    fn newest(&self, key: &str) -> Option<&Entry> {
+        self.pending.get(key).or_else(|| self.flushing.get(key))
+    }
+}
+
+/// Where a read found a key's record.
+enum Found<'a> {
+    Memory(&'a [u8]),
+    Disk(fjall::Slice),
+    Absent,
+}
+
+pub(crate) struct Table {
+    path: PathBuf,
+    db: Database,
+    keyspace: Keyspace,
+    durability: Durability,
+    ttl: Option<Duration>,
+    max_pending: usize,
+    shards: Box<[Mutex<Shard>]>,
+    /// Entries in every shard's `pending`.
+    pending_len: AtomicUsize,
+    /// One flush at a time (the flusher, a writer over `max_pending`, `flush`, `clear`).
+    flush_lock: Mutex<()>,
+    /// Why the last flush failed, while it has not been retried successfully.
+    failure: Mutex<Option<String>>,
+    failed: AtomicBool,
+    hasher: std::collections::hash_map::RandomState,
+    base_wall_ms: u64,
+    base: tokio::time::Instant,
+    flusher: Mutex<Option<JoinHandle<()>>>,
+}
+
+/// Locks a mutex, going on with the data if a panicking thread held it (every critical
+/// section here leaves the maps consistent at each step).
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+impl Table {
+    pub(crate) fn open(
+        path: &Path,
+        durability: Durability,
+        ttl: Option<Duration>,
+        max_pending: usize,
+    ) -> StateResult<Arc<Self>> {
+        let db = Database::builder(path)
+            .manual_journal_persist(!matches!(durability, Durability::Strict))
+            .with_compaction_filter_factories(Arc::new(|_| Some(Arc::new(ExpiryFilterFactory))))
+            .open()
+            .map_err(|e| open_error(path, e))?;
+        let keyspace = db
+            .keyspace(KEYSPACE, KeyspaceCreateOptions::default)
+            .map_err(|e| open_error(path, e))?;
+        let base_wall_ms = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map(|d| d.as_millis() as u64)
+            .unwrap_or(0);
+        let table = Arc::new(Self {
+            path: path.to_path_buf(),
+            db,
+            keyspace,
+            durability,
+            ttl,
+            max_pending: max_pending.max(1),
+            shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
+            pending_len: AtomicUsize::new(0),
+            flush_lock: Mutex::new(()),
+            failure: Mutex::new(None),
+            failed: AtomicBool::new(false),
+            hasher: Default::default(),
+            base_wall_ms,
+            base: tokio::time::Instant::now(),
+            flusher: Mutex::new(None),
+        });
+        let interval = match durability {
+            Durability::Batched { interval } => interval,
+            // A strict store's journal is in the OS at every acknowledgement; syncing it
+            // every 100 ms bounds what a power loss (not a process crash) can take.
+            Durability::Strict => Duration::from_millis(100),
+            Durability::Synced => return Ok(table),
+        };
+        let weak = Arc::downgrade(&table);
+        let handle = std::thread::Builder::new()
+            .name("rs2-durable-flush".into())
+            .spawn(move || flush_loop(weak, interval))
+            .map_err(|e| {
+                StateError::Storage(format!(
+                    "durable store at {}: could not start its flush thread: {e}",
+                    path.display()
+                ))
+            })?;
+        *lock(&table.flusher) = Some(handle);
+        Ok(table)
+    }
+
+    pub(crate) fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub(crate) fn durability(&self) -> Durability {
+        self.durability
+    }
+
+    pub(crate) fn default_ttl(&self) -> Option<Duration> {
+        self.ttl
+    }
+
+    pub(crate) fn hash(&self, key: &str) -> u64 {
+        self.hasher.hash_one(key)
+    }
+
+    pub(crate) fn now_ms(&self) -> u64 {
+        let elapsed = tokio::time::Instant::now().saturating_duration_since(self.base);
+        self.base_wall_ms
+            .saturating_add(elapsed.as_millis() as u64)
+    }
+
+    fn shard(&self, hash: u64) -> MutexGuard<'_, Shard> {
+        lock(&self.shards[(hash % SHARDS as u64) as usize])
+    }
+
+    fn storage_error(&self, key: &str, what: &str, e: impl std::fmt::Display) -> StateError {
+        StateError::storage_for(
+            key,
+            format!("durable store at {}: {what}: {e}", self.path.display()),
+        )
+    }
+
+    /// `key`'s record: in memory, on disk, or absent.
+    fn find<'s>(&self, shard: &'s Shard, key: &str) -> StateResult<Found<'s>> {
+        match shard.newest(key) {
+            Some(Entry::Live(record)) => Ok(Found::Memory(record)),
+            Some(Entry::Removed) => Ok(Found::Absent),
+            None => match self.keyspace.get(key) {
+                Ok(Some(record)) => Ok(Found::Disk(record)),
+                Ok(None) => Ok(Found::Absent),
+                Err(e) => Err(self.storage_error(key, "reading the key failed", e)),
+            },
+        }
+    }
+
+    /// The live value in `found`, or `None` if there is none or it expired at `now_ms`.
+    fn live<'f>(&self, key: &str, found: &'f Found<'_>, now_ms: u64) -> StateResult<Option<&'f [u8]>> {
+        let record = match found {
+            Found::Memory(record) => *record,
+            Found::Disk(record) => &record[..],
+            Found::Absent => return Ok(None),
+        };
+        let (expires_at, value) = record::decode(record).map_err(|cause| {
+            self.storage_error(
+                key,
+                "the stored value is not readable (left as it is; delete the key to reset it)",
+                cause,
+            )
+        })?;
+        Ok((expires_at > now_ms).then_some(value))
+    }
+
+    /// Calls `f` with the key's live value; returns whether there was one.
+    pub(crate) fn read(
+        &self,
+        hash: u64,
+        key: &str,
+        now_ms: u64,
+        f: &mut dyn FnMut(&[u8]),
+    ) -> StateResult<bool> {
+        let shard = self.shard(hash);
+        let found = self.find(&shard, key)?;
+        Ok(match self.live(key, &found, now_ms)? {
+            Some(value) => {
+                f(value);
+                true
+            }
+            None => false,
+        })
+    }
+
+    /// Stores `value` (expiring `ttl` after `now_ms`) or, with `None`, removes the key.
+    pub(crate) fn write(
+        &self,
+        hash: u64,
+        key: &str,
+        now_ms: u64,
+        value: Option<&[u8]>,
+        ttl: Option<Duration>,
+    ) -> StateResult<()> {
+        self.check_writable(key, value)?;
+        let mut shard = self.shard(hash);
+        self.write_locked(&mut shard, key, now_ms, value, ttl)?;
+        drop(shard);
+        self.after_write()
+    }
+
+    /// Atomic read-modify-write under the key's shard lock (see `LocalStorage::update`).
+    pub(crate) fn update(
+        &self,
+        hash: u64,
+        key: &str,
+        now_ms: u64,
+        ttl: Option<Duration>,
+        buf: &mut Vec<u8>,
+        f: &mut rs2_state_core::LocalUpdateFn<'_>,
+    ) -> StateResult<()> {
+        self.check_writable(key, Some(&[]))?;
+        let mut shard = self.shard(hash);
+        {
+            let found = self.find(&shard, key)?;
+            let current = self.live(key, &found, now_ms)?;
+            buf.clear();
+            f(current, buf)?;
+        }
+        self.check_writable(key, Some(buf))?;
+        self.write_locked(&mut shard, key, now_ms, Some(buf), ttl)?;
+        drop(shard);
+        self.after_write()
+    }
+
+    fn check_writable(&self, key: &str, value: Option<&[u8]>) -> StateResult<()> {
+        if key.len() > MAX_KEY {
+            let mut end = 64;
+            while !key.is_char_boundary(end) {
+                end -= 1;
+            }
+            return Err(StateError::storage_for(
+                &key[..end],
+                format!(
+                    "the key is {} bytes; a durable store takes keys of at most {MAX_KEY} bytes \
+                     (hash long keys before keying state by them)",
+                    key.len()
+                ),
+            ));
+        }
+        if value.is_some_and(|v| v.len() > u32::MAX as usize - HEADER) {
+            return Err(StateError::storage_for(
+                key,
+                "the value is larger than the 4 GiB a durable store takes per key",
+            ));
+        }
+        if self.failed.load(Ordering::Acquire) {
+            let cause = lock(&self.failure).clone().unwrap_or_default();
+            return Err(StateError::storage_for(
+                key,
+                format!(
+                    "durable store at {}: writing to disk failed ({cause}); writes since the \
+                     last successful flush are held in memory, not on disk, and new writes are \
+                     refused until a flush succeeds (free disk space, then call flush())",
+                    self.path.display()
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    fn write_locked(
+        &self,
+        shard: &mut Shard,
+        key: &str,
+        now_ms: u64,
+        value: Option<&[u8]>,
+        ttl: Option<Duration>,
+    ) -> StateResult<()> {
+        match self.durability {
+            Durability::Batched { .. } => {
+                let fill = |entry: &mut Entry| match value {
+                    Some(value) => {
+                        let mut record = match std::mem::replace(entry, Entry::Removed) {
+                            Entry::Live(mut old) => {
+                                old.clear();
+                                old
+                            }
+                            Entry::Removed => Vec::new(),
+                        };
+                        record::encode(value, record::expiry(now_ms, ttl), &mut record);
+                        *entry = Entry::Live(record);
+                    }
+                    None => *entry = Entry::Removed,
+                };
+                match shard.pending.get_mut(key) {
+                    Some(entry) => fill(entry),
+                    None => {
+                        let mut entry = Entry::Removed;
+                        fill(&mut entry);
+                        shard.pending.insert(key.to_owned(), entry);
+                        self.pending_len.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                Ok(())
+            }
+            Durability::Strict | Durability::Synced => {
+                let written = match value {
+                    Some(value) => {
+                        let mut record = Vec::new();
+                        record::encode(value, record::expiry(now_ms, ttl), &mut record);
+                        self.keyspace.insert(key, record)
+                    }
+                    None => self.keyspace.remove(key),
+                };
+                written.map_err(|e| self.storage_error(key, "writing the key failed", e))?;
+                if self.durability == Durability::Synced {
+                    self.db
+                        .persist(PersistMode::SyncData)
+                        .map_err(|e| self.storage_error(key, "syncing the write to disk failed", e))?;
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// A writer that took the pending maps past their bound flushes them itself, so memory
+    /// stays bounded however fast writes come.
+    fn after_write(&self) -> StateResult<()> {
+        if self.pending_len.load(Ordering::Relaxed) > self.max_pending {
+            self.flush_pending().map(|_| ())
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Writes every pending write to disk as one atomic batch and syncs it; returns how many
+    /// keys it wrote. On failure the writes stay in memory (read as before) and are retried by
+    /// the next flush; new writes are refused until one succeeds.
+    pub(crate) fn flush_pending(&self) -> StateResult<usize> {
+        if !matches!(self.durability, Durability::Batched { .. }) {
+            self.db
+                .persist(PersistMode::SyncAll)
+                .map_err(|e| self.flush_error(e))?;
+            return Ok(0);
+        }
+        let _one_flush = lock(&self.flush_lock);
+        let now_ms = self.now_ms();
+        let mut batch = self
+            .db
+            .batch()
+            .durability(Some(PersistMode::SyncAll));
+        let mut written = 0;
+        for shard in self.shards.iter() {
+            let mut shard = lock(shard);
+            let Shard { pending, flushing } = &mut *shard;
+            if !pending.is_empty() {
+                self.pending_len.fetch_sub(pending.len(), Ordering::Relaxed);
+                if flushing.is_empty() {
+                    std::mem::swap(pending, flushing);
+                } else {
+                    // A failed flush left its writes here: newer ones replace them.
+                    flushing.extend(pending.drain());
+                }
+            }
+            for (key, entry) in flushing.iter() {
+                match entry {
+                    Entry::Live(record)
+                        if record::decode(record).is_ok_and(|(at, _)| at > now_ms) =>
+                    {
+                        batch.insert(&self.keyspace, key.as_str(), record.as_slice())
+                    }
+                    // Expired before it reached disk: only the removal of the old value goes.
+                    _ => batch.remove(&self.keyspace, key.as_str()),
+                }
+            }
+            written += flushing.len();
+        }
+        match batch.commit() {
+            Ok(()) => {
+                for shard in self.shards.iter() {
+                    let mut shard = lock(shard);
+                    shard.flushing.clear();
+                    if shard.flushing.capacity() > 4 * self.max_pending / SHARDS + 64 {
+                        shard.flushing.shrink_to_fit();
+                    }
+                }
+                if self.failed.swap(false, Ordering::AcqRel) {
+                    *lock(&self.failure) = None;
+                }
+                Ok(written)
+            }
+            Err(e) => {
+                *lock(&self.failure) = Some(e.to_string());
+                self.failed.store(true, Ordering::Release);
+                Err(self.flush_error(e))
+            }
+        }
+    }
+
+    fn flush_error(&self, e: fjall::Error) -> StateError {
+        StateError::Storage(format!(
+            "durable store at {}: writing pending state to disk failed: {e}; the writes stay in \
+             memory and the next flush retries them",
+            self.path.display()
+        ))
+    }
+
+    /// Removes every key, in memory and on disk.
+    pub(crate) fn clear(&self) -> StateResult<()> {
+        let _one_flush = lock(&self.flush_lock);
+        let mut shards: Vec<_> = self.shards.iter().map(lock).collect();
+        for shard in &mut shards {
+            shard.pending.clear();
+            shard.flushing.clear();
+        }
+        self.pending_len.store(0, Ordering::Relaxed);
+        self.keyspace.clear().map_err(|e| {
+            StateError::Storage(format!(
+                "durable store at {}: clearing the state failed: {e}",
+                self.path.display()
+            ))
+        })?;
+        if self.durability != Durability::Strict {
+            self.db
+                .persist(PersistMode::SyncAll)
+                .map_err(|e| self.flush_error(e))?;
+        }
+        Ok(())
+    }
+
+    /// Live entries (a scan of the keyspace plus the pending writes; for tests and tools).
+    pub(crate) fn live_keys(&self) -> StateResult<Vec<String>> {
+        let _one_flush = lock(&self.flush_lock);
+        let now_ms = self.now_ms();
+        let shards: Vec<_> = self.shards.iter().map(lock).collect();
+        let mut keys = Vec::new();
+        for item in self.keyspace.iter() {
+            let (key, record) = item.into_inner().map_err(|e| {
+                StateError::Storage(format!(
+                    "durable store at {}: scanning the state failed: {e}",
+                    self.path.display()
+                ))
+            })?;
+            let key = String::from_utf8_lossy(&key).into_owned();
+            let shard = &shards[(self.hash(&key) % SHARDS as u64) as usize];
+            if shard.newest(&key).is_none()
+                && record::decode(&record).is_ok_and(|(at, _)| at > now_ms)
+            {
+                keys.push(key);
+            }
+        }
+        for shard in &shards {
+            let mut seen: Vec<&String> = shard.pending.keys().collect();
+            seen.extend(shard.flushing.keys().filter(|k| !shard.pending.contains_key(*k)));
+            for key in seen {
+                if let Some(Entry::Live(record)) = shard.newest(key) {
+                    if record::decode(record).is_ok_and(|(at, _)| at > now_ms) {
+                        keys.push(key.clone());
+                    }
+                }
+            }
+        }
+        keys.sort_unstable();
+        Ok(keys)
+    }
+}
+
+impl Drop for Table {
+    fn drop(&mut self) {
+        if let Some(handle) = lock(&self.flusher).take() {
+            // The flusher holds only a weak reference: woken, it finds the table gone and
+            // ends. (If this drop runs on the flusher itself, it is ending anyway.)
+            if handle.thread().id() != std::thread::current().id() {
+                handle.thread().unpark();
+                let _ = handle.join();
+            }
+        }
+        // A drop cannot report an error: `DurableState::flush` before the end is how a
+        // caller learns whether the last writes reached disk.
+        let _ = self.flush_pending();
+    }
+}
+
+fn flush_loop(table: Weak<Table>, interval: Duration) {
+    loop {
+        std::thread::park_timeout(interval);
+        let Some(table) = table.upgrade() else {
+            return;
+        };
+        // A failure is recorded by the table and reported to the next writer.
+        let _ = table.flush_pending();
+    }
+}
+
+fn open_error(path: &Path, e: fjall::Error) -> StateError {
+    match e {
+        fjall::Error::Locked => StateError::Storage(format!(
+            "durable store at {}: the directory is in use by another process or another open \
+             DurableState in this one; open a directory once and share the store (it is \
+             cheap to clone), or give each process its own directory",
+            path.display()
+        )),
+        e => StateError::Storage(format!(
+            "durable store at {}: opening it failed: {e}",
+            path.display()
+        )),
+    }
+}
