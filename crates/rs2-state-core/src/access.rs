@@ -376,11 +376,12 @@ impl<C: Codec> StateAccess<C> {
         if let Some(local) = storage.as_local() {
             return with_scratch(|buf| {
                 self.encode(value, buf)?;
-                local.write(
+                local.write_expiring(
                     self.hash(local),
                     &self.inner.storage_key,
                     self.now(local),
                     buf,
+                    self.inner.ttl,
                 )
             });
         }
@@ -407,10 +408,11 @@ impl<C: Codec> StateAccess<C> {
         let mut out: Option<S> = None;
         if let Some(local) = storage.as_local() {
             with_scratch(|buf| {
-                local.update(
+                local.update_expiring(
                     self.hash(local),
                     &self.inner.storage_key,
                     self.now(local),
+                    self.inner.ttl,
                     buf,
                     &mut |current, buf| {
                         let current = current.map(|b| self.decode::<S>(b)).transpose()?;

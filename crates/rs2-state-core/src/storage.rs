@@ -160,7 +160,7 @@ pub trait StateStorage: Send + Sync {
         )
         .lock()
         .await;
-        Ok(KeyLock::new(ProcessLock(guard)))
+        Ok(KeyLock::process(guard))
     }
 
     /// [`lock_key`](Self::lock_key) then [`get`](Self::get): the start of a state transition.
@@ -249,6 +249,7 @@ fn stripe(locks: &'static Stripes, store: usize, key: &str) -> &'static futures:
 #[must_use = "a key lock guards a write: release it after the write"]
 pub struct KeyLock {
     held: Box<dyn HeldLock>,
+    in_process: bool,
 }
 
 impl KeyLock {
@@ -256,7 +257,39 @@ impl KeyLock {
     pub fn new(held: impl HeldLock + 'static) -> Self {
         Self {
             held: Box::new(held),
+            in_process: false,
         }
+    }
+
+    /// The lock the provided [`StateStorage::lock_key`] takes on `key` of `store`, if no one
+    /// holds it (no waiting). For an in-process store that keeps the provided `lock_key`: its
+    /// [`LocalStorage::try_lock_key`] returns this, so an operator's transition takes the lock
+    /// without an `await` when the key is free.
+    ///
+    /// `store` must be the store itself (the `self` of its `lock_key`), not a wrapper.
+    pub fn try_in_process<S: ?Sized>(store: &S, key: &str) -> Option<KeyLock> {
+        let guard = stripe(
+            &TRANSITION_LOCKS,
+            store as *const S as *const () as usize,
+            key,
+        )
+        .try_lock()?;
+        Some(Self::process(guard))
+    }
+
+    fn process(guard: futures::lock::MutexGuard<'static, ()>) -> Self {
+        Self {
+            held: Box::new(ProcessLock(guard)),
+            in_process: true,
+        }
+    }
+
+    /// Whether this is the provided in-process lock (from the provided
+    /// [`StateStorage::lock_key`] or [`try_in_process`](Self::try_in_process)), which
+    /// dropping frees at once: a writer may then write through [`LocalStorage`] and drop the
+    /// lock instead of calling [`StateStorage::write_and_release`].
+    pub fn is_in_process(&self) -> bool {
+        self.in_process
     }
 
     /// Releases the lock.
@@ -406,6 +439,65 @@ pub trait LocalStorage: Send + Sync {
                 Ok(ValueChange::Keep)
             }
         }
+    }
+
+    /// [`write`](Self::write) with the time to live the writer's config gives the value (as
+    /// [`StateStorage::set_with_ttl`]; `None`: no expiry asked). Operators and `StateAccess`
+    /// write through this. The provided method calls [`write`](Self::write): a store that
+    /// expires by its own config (`InMemoryState`) keeps it; a store that stamps each value
+    /// with its expiry (a durable store) overrides it.
+    fn write_expiring(
+        &self,
+        hash: u64,
+        key: &str,
+        now_ms: u64,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> StateResult<()> {
+        let _ = ttl;
+        self.write(hash, key, now_ms, value)
+    }
+
+    /// [`update`](Self::update) whose write carries a time to live, as
+    /// [`write_expiring`](Self::write_expiring). The provided method calls
+    /// [`update`](Self::update).
+    fn update_expiring(
+        &self,
+        hash: u64,
+        key: &str,
+        now_ms: u64,
+        ttl: Option<Duration>,
+        buf: &mut Vec<u8>,
+        f: &mut LocalUpdateFn<'_>,
+    ) -> StateResult<()> {
+        let _ = ttl;
+        self.update(hash, key, now_ms, buf, f)
+    }
+
+    /// [`modify`](Self::modify) whose stored value carries a time to live, as
+    /// [`write_expiring`](Self::write_expiring). The provided method calls
+    /// [`modify`](Self::modify).
+    fn modify_expiring(
+        &self,
+        hash: u64,
+        key: &str,
+        now_ms: u64,
+        ttl: Option<Duration>,
+        scratch: &mut Vec<u8>,
+        f: &mut LocalModifyFn<'_>,
+    ) -> StateResult<ValueChange> {
+        let _ = ttl;
+        self.modify(hash, key, now_ms, scratch, f)
+    }
+
+    /// Takes `key`'s transition lock (the one [`StateStorage::lock_key`] takes) if no one holds
+    /// it, without waiting; `None` when it is held, and always `None` by default. An
+    /// in-process store that keeps the provided `lock_key` returns
+    /// [`KeyLock::try_in_process`]`(self, key)`, so operators whose key is free start a
+    /// transition of a shared store with no `await` (they fall back to `lock_key` otherwise).
+    fn try_lock_key(&self, key: &str) -> Option<KeyLock> {
+        let _ = key;
+        None
     }
 
     /// Whether the key has a live value.

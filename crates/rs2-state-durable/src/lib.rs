@@ -76,7 +76,8 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rs2_state_core::{
-    async_trait, LocalStorage, LocalUpdateFn, StateError, StateResult, StateStorage, UpdateFn,
+    async_trait, KeyLock, LocalModifyFn, LocalStorage, LocalUpdateFn, StateError, StateResult,
+    StateStorage, UpdateFn, ValueChange,
 };
 
 use table::Table;
@@ -290,9 +291,9 @@ impl StateStorage for DurableState {
             ttl,
             &mut buf,
             &mut |current, out| {
-                let f = f.take().ok_or_else(|| {
-                    StateError::storage_for(key, "update function called twice")
-                })?;
+                let f = f
+                    .take()
+                    .ok_or_else(|| StateError::storage_for(key, "update function called twice"))?;
                 *out = f(current.map(<[u8]>::to_vec))?;
                 Ok(())
             },
@@ -343,6 +344,58 @@ impl LocalStorage for DurableState {
     ) -> StateResult<()> {
         let ttl = self.table.default_ttl();
         self.table.update(hash, key, now_ms, ttl, buf, f)
+    }
+
+    fn write_expiring(
+        &self,
+        hash: u64,
+        key: &str,
+        now_ms: u64,
+        value: &[u8],
+        ttl: Option<Duration>,
+    ) -> StateResult<()> {
+        self.table.write(hash, key, now_ms, Some(value), ttl)
+    }
+
+    fn update_expiring(
+        &self,
+        hash: u64,
+        key: &str,
+        now_ms: u64,
+        ttl: Option<Duration>,
+        buf: &mut Vec<u8>,
+        f: &mut LocalUpdateFn<'_>,
+    ) -> StateResult<()> {
+        self.table.update(hash, key, now_ms, ttl, buf, f)
+    }
+
+    fn modify(
+        &self,
+        hash: u64,
+        key: &str,
+        now_ms: u64,
+        scratch: &mut Vec<u8>,
+        f: &mut LocalModifyFn<'_>,
+    ) -> StateResult<ValueChange> {
+        let ttl = self.table.default_ttl();
+        self.table.modify(hash, key, now_ms, ttl, scratch, f)
+    }
+
+    fn modify_expiring(
+        &self,
+        hash: u64,
+        key: &str,
+        now_ms: u64,
+        ttl: Option<Duration>,
+        scratch: &mut Vec<u8>,
+        f: &mut LocalModifyFn<'_>,
+    ) -> StateResult<ValueChange> {
+        self.table.modify(hash, key, now_ms, ttl, scratch, f)
+    }
+
+    /// The provided `lock_key`'s lock (this store keeps it), taken if free.
+    fn try_lock_key(&self, key: &str) -> Option<KeyLock> {
+        KeyLock::try_in_process(self, key)
     }
 
     fn exists(&self, hash: u64, key: &str, now_ms: u64) -> bool {

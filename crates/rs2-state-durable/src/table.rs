@@ -16,7 +16,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
-use rs2_state_core::{StateError, StateResult};
+use rs2_state_core::{StateError, StateResult, ValueChange};
 
 use crate::record::{self, ExpiryFilterFactory, HEADER};
 use crate::Durability;
@@ -157,8 +157,7 @@ impl Table {
 
     pub(crate) fn now_ms(&self) -> u64 {
         let elapsed = tokio::time::Instant::now().saturating_duration_since(self.base);
-        self.base_wall_ms
-            .saturating_add(elapsed.as_millis() as u64)
+        self.base_wall_ms.saturating_add(elapsed.as_millis() as u64)
     }
 
     fn shard(&self, hash: u64) -> MutexGuard<'_, Shard> {
@@ -186,7 +185,12 @@ impl Table {
     }
 
     /// The live value in `found`, or `None` if there is none or it expired at `now_ms`.
-    fn live<'f>(&self, key: &str, found: &'f Found<'_>, now_ms: u64) -> StateResult<Option<&'f [u8]>> {
+    fn live<'f>(
+        &self,
+        key: &str,
+        found: &'f Found<'_>,
+        now_ms: u64,
+    ) -> StateResult<Option<&'f [u8]>> {
         let record = match found {
             Found::Memory(record) => *record,
             Found::Disk(record) => &record[..],
@@ -259,6 +263,39 @@ impl Table {
         self.write_locked(&mut shard, key, now_ms, Some(buf), ttl)?;
         drop(shard);
         self.after_write()
+    }
+
+    /// In-place read-modify-write under the key's shard lock (see `LocalStorage::modify`):
+    /// `f` edits a copy of the live value in `scratch`.
+    pub(crate) fn modify(
+        &self,
+        hash: u64,
+        key: &str,
+        now_ms: u64,
+        ttl: Option<Duration>,
+        scratch: &mut Vec<u8>,
+        f: &mut rs2_state_core::LocalModifyFn<'_>,
+    ) -> StateResult<ValueChange> {
+        self.check_writable(key, Some(&[]))?;
+        let mut shard = self.shard(hash);
+        scratch.clear();
+        let existed = {
+            let found = self.find(&shard, key)?;
+            let current = self.live(key, &found, now_ms)?;
+            scratch.extend_from_slice(current.unwrap_or_default());
+            current.is_some()
+        };
+        let change = f(scratch, existed)?;
+        match change {
+            ValueChange::Keep => return Ok(change),
+            ValueChange::Store => {
+                self.check_writable(key, Some(scratch))?;
+                self.write_locked(&mut shard, key, now_ms, Some(scratch), ttl)?;
+            }
+            ValueChange::Remove => self.write_locked(&mut shard, key, now_ms, None, None)?,
+        }
+        drop(shard);
+        self.after_write().map(|()| change)
     }
 
     fn check_writable(&self, key: &str, value: Option<&[u8]>) -> StateResult<()> {
@@ -343,9 +380,9 @@ impl Table {
                 };
                 written.map_err(|e| self.storage_error(key, "writing the key failed", e))?;
                 if self.durability == Durability::Synced {
-                    self.db
-                        .persist(PersistMode::SyncData)
-                        .map_err(|e| self.storage_error(key, "syncing the write to disk failed", e))?;
+                    self.db.persist(PersistMode::SyncData).map_err(|e| {
+                        self.storage_error(key, "syncing the write to disk failed", e)
+                    })?;
                 }
                 Ok(())
             }
@@ -374,10 +411,7 @@ impl Table {
         }
         let _one_flush = lock(&self.flush_lock);
         let now_ms = self.now_ms();
-        let mut batch = self
-            .db
-            .batch()
-            .durability(Some(PersistMode::SyncAll));
+        let mut batch = self.db.batch().durability(Some(PersistMode::SyncAll));
         let mut written = 0;
         for shard in self.shards.iter() {
             let mut shard = lock(shard);
@@ -480,7 +514,12 @@ impl Table {
         }
         for shard in &shards {
             let mut seen: Vec<&String> = shard.pending.keys().collect();
-            seen.extend(shard.flushing.keys().filter(|k| !shard.pending.contains_key(*k)));
+            seen.extend(
+                shard
+                    .flushing
+                    .keys()
+                    .filter(|k| !shard.pending.contains_key(*k)),
+            );
             for key in seen {
                 if let Some(Entry::Live(record)) = shard.newest(key) {
                     if record::decode(record).is_ok_and(|(at, _)| at > now_ms) {

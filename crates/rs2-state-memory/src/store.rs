@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use hashbrown::{DefaultHashBuilder, HashTable};
 use rs2_state_core::{
-    async_trait, LocalModifyFn, LocalStorage, LocalUpdateFn, StateConfig, StateResult,
+    async_trait, KeyLock, LocalModifyFn, LocalStorage, LocalUpdateFn, StateConfig, StateResult,
     StateStorage, UpdateFn, ValueChange,
 };
 
@@ -548,6 +548,11 @@ impl LocalStorage for InMemoryState {
 
     fn exists(&self, hash: u64, key: &str, now_ms: u64) -> bool {
         self.read(hash, key, now_ms, &mut |_| {})
+    }
+
+    /// The provided `lock_key`'s lock (this store keeps it), taken if free.
+    fn try_lock_key(&self, key: &str) -> Option<KeyLock> {
+        KeyLock::try_in_process(self, key)
     }
 
     fn remove(&self, hash: u64, key: &str) {

@@ -33,13 +33,18 @@
 //!
 //! Crates behind the facade: `rs2-state-core` (the storage contract a backend implements),
 //! `rs2-state-memory` (the default store), `rs2-operators` (the operators), and with the
-//! `redis` feature `rs2-state-redis` (`state::RedisState`: state shared by replicas).
+//! `redis` feature `rs2-state-redis` (`state::RedisState`: state shared by replicas), with the
+//! `durable` feature `rs2-state-durable` (`state::DurableState`: state on local disk that
+//! survives a restart).
 #![warn(missing_docs)]
 
 /// Keyed state: configuration, storage, key extractors, typed access and the operators.
 pub mod state {
     pub use rs2_operators::*;
     pub use rs2_state_core::*;
+    /// Keyed state in a directory on local disk, surviving restarts (feature `durable`).
+    #[cfg(feature = "durable")]
+    pub use rs2_state_durable::{Durability, DurableState, DurableStateBuilder};
     pub use rs2_state_memory::{CreateStorage, InMemoryState, StateClock};
     /// Keyed state in Redis, shared by every replica of a pipeline (feature `redis`).
     #[cfg(feature = "redis")]

@@ -193,6 +193,24 @@ impl KeyedState {
                 .load(key, now)
                 .map(|value| Loaded { value, lock: None });
         }
+        // An in-process store whose key lock is free: lock and read with no `await`.
+        if let Some(local) = self.storage.as_local() {
+            if let Some(lock) = local.try_lock_key(&key.storage_key) {
+                let hash = key.local_hash(local);
+                let mut value = None;
+                let read = local.try_read(hash, &key.storage_key, now, &mut |bytes| {
+                    value = Some(decode::<S>(key.user_key(), bytes))
+                });
+                // On failure the lock is dropped here, which frees an in-process lock at once.
+                return StateIo::ready(match read {
+                    Ok(_) => value.transpose().map(|value| Loaded {
+                        value,
+                        lock: Some(lock),
+                    }),
+                    Err(err) => Err(err.with_key(key.user_key())),
+                });
+            }
+        }
         let storage = Arc::clone(&self.storage);
         let storage_key = key.storage_key.clone();
         let key_start = key.key_start;
@@ -339,10 +357,11 @@ impl KeyedState {
             let user_key = &key.storage_key[key.key_start..];
             let mut f = Some(f);
             let mut out = None;
-            let result = local.modify(
+            let result = local.modify_expiring(
                 hash,
                 &key.storage_key,
                 now,
+                Some(self.ttl),
                 &mut self.scratch,
                 &mut |bytes, existed| {
                     let f = f.take().ok_or_else(|| {
@@ -449,10 +468,15 @@ fn write_in(
             None => StateIo::ready(Err(err)),
         };
     }
-    // A held lock (a shared store) is released by `write_and_release`, below.
-    if let (Some(local), None) = (storage.as_local(), &key.lock) {
-        let hash = key.local_hash(local);
-        return StateIo::ready(local.write(hash, &key.storage_key, now, scratch));
+    // An in-process store writes here; a held in-process lock is freed by dropping it once
+    // the write is done. Any other held lock is released by `write_and_release`, below.
+    if let Some(local) = storage.as_local() {
+        if key.lock.as_ref().is_none_or(KeyLock::is_in_process) {
+            let hash = key.local_hash(local);
+            let written = local.write_expiring(hash, &key.storage_key, now, scratch, Some(ttl));
+            drop(key.lock.take());
+            return StateIo::ready(written);
+        }
     }
     let storage = Arc::clone(storage);
     let storage_key = key.storage_key.clone();
