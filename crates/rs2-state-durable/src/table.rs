@@ -1,11 +1,13 @@
 //! The store's internals: the fjall keyspace, the writes not yet on disk, the flusher.
 //!
-//! In batched mode a write lands in `pending` (one map per shard, under the shard's lock) and
-//! is acknowledged; every interval the flusher moves each shard's `pending` to `flushing`,
-//! writes all of it to fjall as one atomic batch and syncs the journal, then empties
-//! `flushing`. Reads look in `pending`, then `flushing`, then on disk, so a read never misses
-//! a write that is on its way down. A key written many times in one interval is written to
-//! disk once. In strict and synced modes writes go to fjall directly and the maps stay empty.
+//! In batched mode a write lands in its shard's map as a dirty entry and is acknowledged;
+//! every interval the flusher marks each dirty entry as flushing, writes them all to fjall as
+//! one atomic batch and syncs the journal, then marks them clean. Reads look in the map first,
+//! then on disk, so a read never misses a write on its way down, and a key in use is read from
+//! memory. A clean entry not used during a whole interval is dropped (its value is on disk),
+//! so the map holds the keys of about the last two intervals. A key written many times in one
+//! interval is written to disk once. In strict and synced modes writes go to fjall directly and
+//! the maps stay empty.
 
 use std::collections::HashMap;
 use std::hash::BuildHasher;
@@ -28,24 +30,26 @@ const KEYSPACE: &str = "rs2-state";
 /// fjall's key limit.
 const MAX_KEY: usize = 65_536;
 
-/// A value on its way to disk (a record, see `record`), or a removal.
-#[derive(Debug, Clone)]
-enum Entry {
-    Live(Vec<u8>),
-    Removed,
+/// A key's newest value in memory: a record (see `record`), or `None` for a removal.
+#[derive(Debug)]
+struct Entry {
+    record: Option<Vec<u8>>,
+    state: State,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Written since the last flush began: not on disk.
+    Dirty,
+    /// In the flush under way (or in one that failed): not known to be on disk.
+    Flushing,
+    /// On disk; kept while it is used (`used`: read or written since the last flush).
+    Clean { used: bool },
 }
 
 #[derive(Default)]
 struct Shard {
-    pending: HashMap<String, Entry>,
-    flushing: HashMap<String, Entry>,
-}
-
-impl Shard {
-    /// The newest write of `key` still in memory.
-    fn newest(&self, key: &str) -> Option<&Entry> {
-        self.pending.get(key).or_else(|| self.flushing.get(key))
-    }
+    map: HashMap<String, Entry>,
 }
 
 /// Where a read found a key's record.
@@ -63,7 +67,7 @@ pub(crate) struct Table {
     ttl: Option<Duration>,
     max_pending: usize,
     shards: Box<[Mutex<Shard>]>,
-    /// Entries in every shard's `pending`.
+    /// Dirty entries in every shard.
     pending_len: AtomicUsize,
     /// One flush at a time (the flusher, a writer over `max_pending`, `flush`, `clear`).
     flush_lock: Mutex<()>,
@@ -172,10 +176,17 @@ impl Table {
     }
 
     /// `key`'s record: in memory, on disk, or absent.
-    fn find<'s>(&self, shard: &'s Shard, key: &str) -> StateResult<Found<'s>> {
-        match shard.newest(key) {
-            Some(Entry::Live(record)) => Ok(Found::Memory(record)),
-            Some(Entry::Removed) => Ok(Found::Absent),
+    fn find<'s>(&self, shard: &'s mut Shard, key: &str) -> StateResult<Found<'s>> {
+        match shard.map.get_mut(key) {
+            Some(entry) => {
+                if let State::Clean { used } = &mut entry.state {
+                    *used = true;
+                }
+                Ok(match &entry.record {
+                    Some(record) => Found::Memory(record),
+                    None => Found::Absent,
+                })
+            }
             None => match self.keyspace.get(key) {
                 Ok(Some(record)) => Ok(Found::Disk(record)),
                 Ok(None) => Ok(Found::Absent),
@@ -214,8 +225,8 @@ impl Table {
         now_ms: u64,
         f: &mut dyn FnMut(&[u8]),
     ) -> StateResult<bool> {
-        let shard = self.shard(hash);
-        let found = self.find(&shard, key)?;
+        let mut shard = self.shard(hash);
+        let found = self.find(&mut shard, key)?;
         Ok(match self.live(key, &found, now_ms)? {
             Some(value) => {
                 f(value);
@@ -254,7 +265,7 @@ impl Table {
         self.check_writable(key, Some(&[]))?;
         let mut shard = self.shard(hash);
         {
-            let found = self.find(&shard, key)?;
+            let found = self.find(&mut shard, key)?;
             let current = self.live(key, &found, now_ms)?;
             buf.clear();
             f(current, buf)?;
@@ -280,7 +291,7 @@ impl Table {
         let mut shard = self.shard(hash);
         scratch.clear();
         let existed = {
-            let found = self.find(&shard, key)?;
+            let found = self.find(&mut shard, key)?;
             let current = self.live(key, &found, now_ms)?;
             scratch.extend_from_slice(current.unwrap_or_default());
             current.is_some()
@@ -344,26 +355,31 @@ impl Table {
     ) -> StateResult<()> {
         match self.durability {
             Durability::Batched { .. } => {
-                let fill = |entry: &mut Entry| match value {
+                let fill = |slot: &mut Option<Vec<u8>>| match value {
                     Some(value) => {
-                        let mut record = match std::mem::replace(entry, Entry::Removed) {
-                            Entry::Live(mut old) => {
-                                old.clear();
-                                old
-                            }
-                            Entry::Removed => Vec::new(),
-                        };
-                        record::encode(value, record::expiry(now_ms, ttl), &mut record);
-                        *entry = Entry::Live(record);
+                        // The record's buffer is reused: a hot key writes without allocating.
+                        let record = slot.get_or_insert_with(Vec::new);
+                        record.clear();
+                        record::encode(value, record::expiry(now_ms, ttl), record);
                     }
-                    None => *entry = Entry::Removed,
+                    None => *slot = None,
                 };
-                match shard.pending.get_mut(key) {
-                    Some(entry) => fill(entry),
+                match shard.map.get_mut(key) {
+                    Some(entry) => {
+                        fill(&mut entry.record);
+                        if entry.state != State::Dirty {
+                            entry.state = State::Dirty;
+                            self.pending_len.fetch_add(1, Ordering::Relaxed);
+                        }
+                    }
                     None => {
-                        let mut entry = Entry::Removed;
-                        fill(&mut entry);
-                        shard.pending.insert(key.to_owned(), entry);
+                        let mut record = None;
+                        fill(&mut record);
+                        let entry = Entry {
+                            record,
+                            state: State::Dirty,
+                        };
+                        shard.map.insert(key.to_owned(), entry);
                         self.pending_len.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -415,36 +431,42 @@ impl Table {
         let mut written = 0;
         for shard in self.shards.iter() {
             let mut shard = lock(shard);
-            let Shard { pending, flushing } = &mut *shard;
-            if !pending.is_empty() {
-                self.pending_len.fetch_sub(pending.len(), Ordering::Relaxed);
-                if flushing.is_empty() {
-                    std::mem::swap(pending, flushing);
-                } else {
-                    // A failed flush left its writes here: newer ones replace them.
-                    flushing.extend(pending.drain());
-                }
-            }
-            for (key, entry) in flushing.iter() {
-                match entry {
-                    Entry::Live(record)
-                        if record::decode(record).is_ok_and(|(at, _)| at > now_ms) =>
-                    {
-                        batch.insert(&self.keyspace, key.as_str(), record.as_slice())
+            let mut dirty = 0;
+            shard.map.retain(|key, entry| match entry.state {
+                State::Dirty | State::Flushing => {
+                    dirty += usize::from(entry.state == State::Dirty);
+                    entry.state = State::Flushing;
+                    match &entry.record {
+                        Some(record) if record::decode(record).is_ok_and(|(at, _)| at > now_ms) => {
+                            batch.insert(&self.keyspace, key.as_str(), record.as_slice())
+                        }
+                        // A removal, or a value that expired before it reached disk: only the
+                        // removal of the old value goes down.
+                        _ => batch.remove(&self.keyspace, key.as_str()),
                     }
-                    // Expired before it reached disk: only the removal of the old value goes.
-                    _ => batch.remove(&self.keyspace, key.as_str()),
+                    written += 1;
+                    true
                 }
+                State::Clean { used: true } => {
+                    entry.state = State::Clean { used: false };
+                    true
+                }
+                // On disk and unused for a whole interval.
+                State::Clean { used: false } => false,
+            });
+            self.pending_len.fetch_sub(dirty, Ordering::Relaxed);
+            if shard.map.capacity() > 4 * shard.map.len() + 1024 {
+                shard.map.shrink_to_fit();
             }
-            written += flushing.len();
         }
         match batch.commit() {
             Ok(()) => {
                 for shard in self.shards.iter() {
-                    let mut shard = lock(shard);
-                    shard.flushing.clear();
-                    if shard.flushing.capacity() > 4 * self.max_pending / SHARDS + 64 {
-                        shard.flushing.shrink_to_fit();
+                    for entry in lock(shard).map.values_mut() {
+                        // An entry written again since is dirty, not flushing, and stays so.
+                        if entry.state == State::Flushing {
+                            entry.state = State::Clean { used: false };
+                        }
                     }
                 }
                 if self.failed.swap(false, Ordering::AcqRel) {
@@ -473,8 +495,7 @@ impl Table {
         let _one_flush = lock(&self.flush_lock);
         let mut shards: Vec<_> = self.shards.iter().map(lock).collect();
         for shard in &mut shards {
-            shard.pending.clear();
-            shard.flushing.clear();
+            shard.map.clear();
         }
         self.pending_len.store(0, Ordering::Relaxed);
         self.keyspace.clear().map_err(|e| {
@@ -506,22 +527,15 @@ impl Table {
             })?;
             let key = String::from_utf8_lossy(&key).into_owned();
             let shard = &shards[(self.hash(&key) % SHARDS as u64) as usize];
-            if shard.newest(&key).is_none()
+            if !shard.map.contains_key(&key)
                 && record::decode(&record).is_ok_and(|(at, _)| at > now_ms)
             {
                 keys.push(key);
             }
         }
         for shard in &shards {
-            let mut seen: Vec<&String> = shard.pending.keys().collect();
-            seen.extend(
-                shard
-                    .flushing
-                    .keys()
-                    .filter(|k| !shard.pending.contains_key(*k)),
-            );
-            for key in seen {
-                if let Some(Entry::Live(record)) = shard.newest(key) {
+            for (key, entry) in &shard.map {
+                if let Some(record) = &entry.record {
                     if record::decode(record).is_ok_and(|(at, _)| at > now_ms) {
                         keys.push(key.clone());
                     }
