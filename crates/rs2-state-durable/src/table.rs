@@ -78,6 +78,9 @@ pub(crate) struct Table {
     base_wall_ms: u64,
     base: tokio::time::Instant,
     flusher: Mutex<Option<JoinHandle<()>>>,
+    /// Makes the next flush fail as a disk error would (tests of the failure path).
+    #[cfg(test)]
+    fail_next_flush: AtomicBool,
 }
 
 /// Locks a mutex, going on with the data if a panicking thread held it (every critical
@@ -121,6 +124,8 @@ impl Table {
             base_wall_ms,
             base: tokio::time::Instant::now(),
             flusher: Mutex::new(None),
+            #[cfg(test)]
+            fail_next_flush: AtomicBool::new(false),
         });
         let interval = match durability {
             Durability::Batched { interval } => interval,
@@ -459,7 +464,14 @@ impl Table {
                 shard.map.shrink_to_fit();
             }
         }
-        match batch.commit() {
+        #[cfg(test)]
+        let batch = match self.fail_next_flush.swap(false, Ordering::AcqRel) {
+            true => Err(fjall::Error::Poisoned),
+            false => Ok(batch),
+        };
+        #[cfg(not(test))]
+        let batch: Result<_, fjall::Error> = Ok(batch);
+        match batch.and_then(|batch| batch.commit()) {
             Ok(()) => {
                 for shard in self.shards.iter() {
                     for entry in lock(shard).map.values_mut() {
@@ -586,5 +598,76 @@ fn open_error(path: &Path, e: fjall::Error) -> StateError {
             "durable store at {}: opening it failed: {e}",
             path.display()
         )),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn batched(dir: &Path) -> Arc<Table> {
+        let hour = Duration::from_secs(3600);
+        Table::open(dir, Durability::Batched { interval: hour }, None, 100).unwrap()
+    }
+
+    #[test]
+    fn a_failed_flush_keeps_its_writes_and_refuses_new_ones_until_a_flush_succeeds() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = batched(dir.path());
+        let (ha, hb) = (table.hash("a"), table.hash("b"));
+        let now = table.now_ms();
+        table.write(ha, "a", now, Some(b"1"), None).unwrap();
+        table.fail_next_flush.store(true, Ordering::Release);
+        let err = table.flush_pending().unwrap_err().to_string();
+        assert!(err.contains("retries"), "{err}");
+
+        let err = table.write(hb, "b", now, Some(b"2"), None).unwrap_err();
+        let err = err.to_string();
+        assert!(err.contains("'b'") && err.contains("flush()"), "{err}");
+        let mut seen = None;
+        assert!(table
+            .read(ha, "a", now, &mut |v| seen = Some(v.to_vec()))
+            .unwrap());
+        assert_eq!(
+            seen.as_deref(),
+            Some(&b"1"[..]),
+            "still readable from memory"
+        );
+
+        assert_eq!(table.flush_pending().unwrap(), 1, "the retry writes it");
+        table.write(hb, "b", now, Some(b"2"), None).unwrap();
+        drop(table);
+        let table = batched(dir.path());
+        let mut seen = None;
+        assert!(table
+            .read(ha, "a", table.now_ms(), &mut |v| seen = Some(v.to_vec()))
+            .unwrap());
+        assert_eq!(seen.as_deref(), Some(&b"1"[..]));
+    }
+
+    #[test]
+    fn the_pending_count_follows_dirty_entries_through_a_failed_flush() {
+        let dir = tempfile::tempdir().unwrap();
+        let table = batched(dir.path());
+        let h = table.hash("k");
+        let now = table.now_ms();
+        table.write(h, "k", now, Some(b"old"), None).unwrap();
+        table.fail_next_flush.store(true, Ordering::Release);
+        let _ = table.flush_pending();
+        // "k" is flushing (its flush failed); a new write makes it dirty again.
+        let err = table.write(h, "k", now, Some(b"new"), None);
+        assert!(err.is_err(), "writes refused while the failure stands");
+        table.flush_pending().unwrap();
+        table.write(h, "k", now, Some(b"new"), None).unwrap();
+        assert_eq!(table.pending_len.load(Ordering::Relaxed), 1);
+        table.flush_pending().unwrap();
+        assert_eq!(table.pending_len.load(Ordering::Relaxed), 0);
+        drop(table);
+        let table = batched(dir.path());
+        let mut seen = None;
+        table
+            .read(h, "k", table.now_ms(), &mut |v| seen = Some(v.to_vec()))
+            .unwrap();
+        assert_eq!(seen.as_deref(), Some(&b"new"[..]));
     }
 }
