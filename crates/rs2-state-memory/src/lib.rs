@@ -6,11 +6,15 @@
 //! (`docs/decisions/005-recency-by-list-order.md`). Expiry is exact: every read checks the
 //! value's stamp against [`StateClock`]. Why this is not a moka cache:
 //! `docs/decisions/001-in-memory-hot-path.md`.
+//!
+//! [`InMemoryState::snapshot_to`] and [`InMemoryState::restore_from`] carry a store's live
+//! entries, with their remaining TTLs and recency order, across a restart in one file.
 #![warn(missing_docs)]
 
 mod clock;
 mod create;
 mod recency;
+mod snapshot;
 mod store;
 mod typed;
 mod value;

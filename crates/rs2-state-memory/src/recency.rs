@@ -152,6 +152,25 @@ impl RecencyList {
         Some((index, hash))
     }
 
+    /// One more than the largest node index handed out (node slots, live or free).
+    pub fn slots(&self) -> usize {
+        self.nodes.len()
+    }
+
+    /// Every node, least recently used first, as `(node, hash)`.
+    pub fn iter(&self) -> impl Iterator<Item = (u32, u64)> + '_ {
+        let mut index = self.head;
+        std::iter::from_fn(move || {
+            if index == NIL {
+                return None;
+            }
+            let node = self.nodes[index as usize];
+            let out = (index, node.hash);
+            index = node.next;
+            Some(out)
+        })
+    }
+
     /// Removes every node; the operation count carries on.
     pub fn clear(&mut self) {
         *self = Self {
@@ -183,6 +202,8 @@ mod tests {
         let c = list.push_back(3);
         list.move_to_back(a, 1);
         assert_eq!(order(&mut list), [2, 3, 1]);
+        assert_eq!(list.iter().map(|(_, h)| h).collect::<Vec<_>>(), [2, 3, 1]);
+        assert_eq!(list.iter().next(), Some((1, 2)));
         list.remove(c);
         assert_eq!(order(&mut list), [2, 1]);
         assert_eq!(list.pop_front(), Some((1, 2)));

@@ -204,6 +204,137 @@ impl InMemoryState {
     }
 }
 
+/// The shard holding a key with `hash`.
+#[inline]
+fn shard_index(hash: u64) -> usize {
+    // hashbrown uses the low bits for the bucket and the top 7 for its tag: shard by others.
+    (hash >> 32) as usize % SHARDS
+}
+
+/// The whole store locked at once, for snapshots (`crate::snapshot`): the recency list, then
+/// every shard in order (the store's lock order). Every writer and reader waits while it is
+/// held, so what is read or inserted through it is the store's state at one instant.
+pub(crate) struct LockedStore<'a> {
+    inner: &'a Inner,
+    recency: MutexGuard<'a, RecencyList>,
+    shards: Vec<MutexGuard<'a, HashTable<Entry>>>,
+}
+
+impl InMemoryState {
+    /// Takes every lock of the store (see [`LockedStore`]).
+    pub(crate) fn lock_all(&self) -> LockedStore<'_> {
+        let recency = lock(&self.inner.recency);
+        let shards = self.inner.shards.iter().map(lock).collect();
+        LockedStore {
+            inner: &self.inner,
+            recency,
+            shards,
+        }
+    }
+}
+
+impl LockedStore<'_> {
+    /// The store's clock now.
+    pub fn now_ms(&self) -> u64 {
+        self.inner.clock.now_ms()
+    }
+
+    /// The store's size bound (`None`: unbounded).
+    pub fn max_size(&self) -> Option<usize> {
+        self.inner.max_size
+    }
+
+    /// Keys held, expired ones included.
+    pub fn len(&self) -> usize {
+        self.recency.len()
+    }
+
+    /// Calls `f(key, value, expires_at_ms)` for every entry, expired ones included, least
+    /// recently used first.
+    pub fn for_each_in_recency_order(&self, mut f: impl FnMut(&[u8], &[u8], u64)) {
+        // Entries by node, from one sequential pass over the tables: faster than a hash
+        // lookup per node in a large store.
+        let mut by_node: Vec<Option<&Entry>> = vec![None; self.recency.slots()];
+        for shard in &self.shards {
+            for entry in shard.iter() {
+                if let Some(slot) = by_node.get_mut(entry.node as usize) {
+                    *slot = Some(entry);
+                }
+            }
+        }
+        for (node, _) in self.recency.iter() {
+            if let Some(Some(entry)) = by_node.get(node as usize) {
+                f(
+                    entry.key.as_bytes(),
+                    entry.value.as_slice(),
+                    entry.expires_at_ms,
+                );
+            }
+        }
+    }
+
+    /// Makes room for `additional` more keys across the shards, so inserting them does not
+    /// grow (and rehash) the tables step by step.
+    pub fn reserve(&mut self, additional: usize) {
+        let inner = self.inner;
+        // Keys spread evenly over the shards, give or take a few standard deviations.
+        let per_shard = additional / SHARDS + additional / SHARDS / 16 + 64;
+        for shard in &mut self.shards {
+            shard.reserve(per_shard, |e| inner.hash_of(e));
+        }
+    }
+
+    /// Stores `value` under `key`, expiring at `expires_at_ms`, as the most recently used key
+    /// (replacing the key's value if it is held), then evicts down to `max_size` like a write.
+    pub fn insert(&mut self, key: &str, value: &[u8], expires_at_ms: u64) {
+        let inner = self.inner;
+        let hash = inner.hasher.hash_one(key.as_bytes());
+        let shard = &mut self.shards[shard_index(hash)];
+        if let Some(entry) = shard.find_mut(hash, |e| e.is(key)) {
+            entry.value.set(value);
+            entry.expires_at_ms = expires_at_ms;
+            self.recency.move_to_back(entry.node, hash);
+            entry.stamp = self.recency.ops() as u32;
+        } else {
+            let node = self.recency.push_back(hash);
+            shard.insert_unique(
+                hash,
+                Entry {
+                    key: Key::new(key),
+                    value: Value::new(value),
+                    expires_at_ms,
+                    stamp: self.recency.ops() as u32,
+                    node,
+                },
+                |e| inner.hash_of(e),
+            );
+            if let Some(max) = inner.max_size {
+                while self.recency.len() > max {
+                    let Some((victim, victim_hash)) = self.recency.pop_front() else {
+                        break;
+                    };
+                    if let Ok(entry) = self.shards[shard_index(victim_hash)]
+                        .find_entry(victim_hash, |e| e.node == victim)
+                    {
+                        entry.remove();
+                    }
+                }
+            }
+        }
+        // Shard locks are held: readers see the count no older than the stamps (`Inner::ops`).
+        inner.ops.store(self.recency.ops(), Ordering::Relaxed);
+        inner.len.store(self.recency.len(), Ordering::Relaxed);
+    }
+}
+
+impl Drop for LockedStore<'_> {
+    fn drop(&mut self) {
+        // Shards first: a due restamp locks them itself (under the recency lock, still held).
+        self.shards.clear();
+        self.inner.maybe_restamp(&self.recency);
+    }
+}
+
 /// Locks, recovering from poisoning: a panic in a user's update closure happens before anything
 /// is written, so the data behind a poisoned lock is whole.
 fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -227,8 +358,7 @@ async fn cleanup_task(store: Weak<Inner>, interval: Duration) {
 impl Inner {
     #[inline]
     fn shard(&self, hash: u64) -> MutexGuard<'_, HashTable<Entry>> {
-        // hashbrown uses the low bits for the bucket and the top 7 for its tag: shard by others.
-        lock(&self.shards[(hash >> 32) as usize % SHARDS])
+        lock(&self.shards[shard_index(hash)])
     }
 
     #[inline]
