@@ -148,7 +148,9 @@ impl InMemoryState {
     /// and the like (operators do).
     pub fn new(config: &StateConfig) -> Self {
         let clock = StateClock::new();
-        let cleanup_interval_ms = (config.cleanup_interval.as_millis() as u64).max(1);
+        let cleanup_interval_ms = u64::try_from(config.cleanup_interval.as_millis())
+            .unwrap_or(u64::MAX)
+            .max(1);
         let max_size = config.max_size.filter(|&n| n != usize::MAX);
         let inner = Arc::new(Inner {
             shards: (0..SHARDS).map(|_| Mutex::new(HashTable::new())).collect(),
@@ -160,7 +162,8 @@ impl InMemoryState {
             len: AtomicUsize::new(0),
             max_size,
             clock,
-            ttl_ms: config.ttl.as_millis() as u64,
+            // A TTL past u64 milliseconds (585 million years) saturates to "never".
+            ttl_ms: u64::try_from(config.ttl.as_millis()).unwrap_or(u64::MAX),
             cleanup_interval_ms,
             next_cleanup_ms: AtomicU64::new(clock.now_ms().saturating_add(cleanup_interval_ms)),
         });
