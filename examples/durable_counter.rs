@@ -8,7 +8,8 @@
 //! Each run counts `--events` generated events over keys `key-0` … `key-{K-1}` (round robin)
 //! with `stateful_fold_rs2` on a `DurableState` in `--data-dir`, printing progress to stderr,
 //! then prints every key's total to stdout as `key-i <total>`, one per line. The second run
-//! above continues the first's counts (each key ends at 200,000).
+//! above continues the first's counts (each key ends at 200,000). The example checks that each
+//! key gained exactly its share of the run and exits with status 1 if not.
 //!
 //! Options: `--data-dir DIR` (required), `--events N` (default 1,000,000), `--keys K`
 //! (default 10), `--strict` (every counted event survives the process being killed; without
@@ -98,7 +99,8 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         .durability(durability)
         .open()?;
     let storage: SharedStorage = Arc::new(store.clone());
-    let before: u64 = totals(&storage, args.keys).await?.iter().sum();
+    let before_totals = totals(&storage, args.keys).await?;
+    let before: u64 = before_totals.iter().sum();
     eprintln!(
         "{}: {before} events counted before this run; counting {} more over {} keys ({})",
         args.data_dir.display(),
@@ -138,8 +140,20 @@ async fn run() -> Result<(), Box<dyn std::error::Error>> {
         "counted {acknowledged} events in {secs:.2} s ({:.0} events/s), flushed to disk",
         acknowledged as f64 / secs.max(1e-9)
     );
-    for (i, total) in totals(&storage, args.keys).await?.iter().enumerate() {
+    let after = totals(&storage, args.keys).await?;
+    for (i, total) in after.iter().enumerate() {
         println!("key-{i} {total}");
+    }
+    // Check: each key gained exactly its share of this run's round robin.
+    for (i, (before, after)) in before_totals.iter().zip(&after).enumerate() {
+        let share = args.events / args.keys + u64::from((i as u64) < args.events % args.keys);
+        if *after != before + share {
+            return Err(format!(
+                "key-{i}: expected {before} + {share} = {}, found {after}",
+                before + share
+            )
+            .into());
+        }
     }
     Ok(())
 }
