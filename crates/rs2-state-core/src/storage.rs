@@ -190,6 +190,11 @@ pub trait StateStorage: Send + Sync {
     /// overrides it with one round trip that applies the write only if `lock` is still held
     /// (its lease may have run out while the transition was slow), so a transition whose lock
     /// was lost fails instead of overwriting another holder's write.
+    ///
+    /// A store with [`as_local`](Self::as_local) whose lock is the provided in-process one
+    /// ([`KeyLock::is_in_process`]) is written through
+    /// [`LocalStorage::write_expiring`] instead, and the lock dropped: operators call this
+    /// method only for other locks.
     async fn write_and_release(
         &self,
         key: &str,
