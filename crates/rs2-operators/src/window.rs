@@ -437,8 +437,9 @@ where
     fn side_error(&mut self) -> Option<StateError> {
         let key = self.open.untracked.pop_front()?;
         Some(StateError::Storage(format!(
-            "key '{key}': more than max_size ({}) keys have open windows, so this key's partial \
+            "key {}: more than max_size ({}) keys have open windows, so this key's partial \
              window will not be emitted at end of input; raise max_size to track more keys",
+            rs2_state_core::KeyDisplay(&key),
             self.open.cap
         )))
     }

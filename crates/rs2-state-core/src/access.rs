@@ -274,8 +274,8 @@ impl<C: Codec> StateAccess<C> {
             (Some(err), _) => Err(err.clone()),
             (None, Some(storage)) => Ok(storage),
             (None, None) => Err(StateError::Storage(format!(
-                "key '{}': this access has no storage",
-                self.key()
+                "key {}: this access has no storage",
+                crate::KeyDisplay(self.key())
             ))),
         }
     }
@@ -326,14 +326,17 @@ impl<C: Codec> StateAccess<C> {
             .as_ref()
             .map_or_else(String::new, ToString::to_string);
         Err(StateError::Validation(format!(
-            "key '{}': refusing to overwrite state that could not be read ({cause}); call \
+            "key {}: refusing to overwrite state that could not be read ({cause}); call \
              try_get to see the failure, or delete() to reset the key explicitly",
-            self.key()
+            crate::KeyDisplay(self.key())
         )))
     }
 
     /// The key's state, or `None` if it has none, it expired, or it could not be read (see the
     /// type's docs: a later write through this access is then refused).
+    ///
+    /// **Fails open: a backend error reads as `None`**; use [`try_get`](Self::try_get) where
+    /// an outage must not look like "no state".
     pub async fn get<S: DeserializeOwned>(&self) -> Option<S> {
         match self.try_get().await {
             Ok(value) => value,
@@ -449,33 +452,41 @@ impl<C: Codec> StateAccess<C> {
         }
         out.ok_or_else(|| {
             StateError::Storage(format!(
-                "key '{}': the backend's update returned without running the update function",
-                self.key()
+                "key {}: the backend's update returned without running the update function",
+                crate::KeyDisplay(self.key())
             ))
         })
     }
 
     fn update_ran_twice(&self) -> StateError {
         StateError::Storage(format!(
-            "key '{}': the backend called the update function twice; an update runs it once",
-            self.key()
+            "key {}: the backend called the update function twice; an update runs it once",
+            crate::KeyDisplay(self.key())
         ))
     }
 
-    /// Whether the key has live state (`false` on a backend error).
+    /// Whether the key has live state.
+    ///
+    /// **Fails open: a backend error reads as `false`.** A check that must fail closed (a
+    /// blocklist, "has this payment been seen?") must use [`try_exists`](Self::try_exists),
+    /// which returns the error, or an outage lets everything through. (`get` likewise reads an
+    /// error as `None`; [`try_get`](Self::try_get) returns it.)
     pub async fn exists(&self) -> bool {
-        let Ok(storage) = self.storage() else {
-            return false;
-        };
+        self.try_exists().await.unwrap_or(false)
+    }
+
+    /// Whether the key has live state, or the backend's error (naming the key).
+    pub async fn try_exists(&self) -> StateResult<bool> {
+        let storage = self.storage()?;
         if let Some(local) = storage.as_local() {
             return local
                 .try_exists(self.hash(local), &self.inner.storage_key, self.now(local))
-                .unwrap_or(false);
+                .map_err(|e| e.with_key(self.key()));
         }
         storage
             .exists(&self.inner.storage_key)
             .await
-            .unwrap_or(false)
+            .map_err(|e| e.with_key(self.key()))
     }
 
     /// Removes the key's state. This also lifts a write block left by a failed `get`.

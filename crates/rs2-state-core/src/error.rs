@@ -33,33 +33,36 @@ pub enum StateError {
 impl StateError {
     /// A backend failure for `key`.
     pub fn storage_for(key: &str, cause: impl std::fmt::Display) -> Self {
-        StateError::Storage(format!("key '{key}': {cause}"))
+        StateError::Storage(format!("key {}: {cause}", KeyDisplay(key)))
     }
 
     /// Stored bytes for `key` could not be decoded as `type_name`.
     pub fn decode_for(key: &str, type_name: &str, cause: impl std::fmt::Display) -> Self {
         StateError::Serialization(format!(
-            "key '{key}': stored state could not be decoded as {type_name} ({cause}); the stored \
+            "key {}: stored state could not be decoded as {type_name} ({cause}); the stored \
              bytes were left untouched. If the state type changed, migrate or delete the old \
-             state explicitly"
+             state explicitly",
+            KeyDisplay(key)
         ))
     }
 
     /// A value for `key` could not be encoded.
     pub fn encode_for(key: &str, type_name: &str, cause: impl std::fmt::Display) -> Self {
         StateError::Serialization(format!(
-            "key '{key}': value of type {type_name} could not be encoded ({cause})"
+            "key {}: value of type {type_name} could not be encoded ({cause})",
+            KeyDisplay(key)
         ))
     }
 
     /// The same error, naming `key` if its message does not already (backends often report
     /// "connection refused" without saying which key was being read).
     pub fn with_key(self, key: &str) -> Self {
+        let shown = KeyDisplay(key).to_string();
         let name = |msg: String| {
-            if msg.contains(key) {
+            if msg.contains(&shown) || (key.len() <= KeyDisplay::MAX && msg.contains(key)) {
                 msg
             } else {
-                format!("key '{key}': {msg}")
+                format!("key {shown}: {msg}")
             }
         };
         match self {
@@ -73,5 +76,47 @@ impl StateError {
     /// Whether this error is a [`StateError::Validation`].
     pub fn is_validation(&self) -> bool {
         matches!(self, StateError::Validation(_))
+    }
+}
+
+/// A key as error messages show it: quoted, control characters escaped (`\n`, `\u{1b}`), and
+/// cut after [`KeyDisplay::MAX`] bytes with its full length noted, so a hostile or huge key
+/// can neither forge log lines nor blow up a message.
+///
+/// ```
+/// use rs2_state_core::KeyDisplay;
+/// assert_eq!(KeyDisplay("user-7").to_string(), "'user-7'");
+/// assert_eq!(KeyDisplay("a\nb").to_string(), r"'a\nb'");
+/// let long = "x".repeat(1000);
+/// assert!(KeyDisplay(&long).to_string().ends_with("…' (1000 bytes)"));
+/// ```
+#[derive(Debug, Clone, Copy)]
+pub struct KeyDisplay<'a>(pub &'a str);
+
+impl KeyDisplay<'_> {
+    /// Bytes of a key shown before it is cut.
+    pub const MAX: usize = 128;
+}
+
+impl std::fmt::Display for KeyDisplay<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let key = self.0;
+        let mut end = key.len().min(Self::MAX);
+        while !key.is_char_boundary(end) {
+            end -= 1;
+        }
+        f.write_str("'")?;
+        for c in key[..end].chars() {
+            if c.is_control() || c == '\'' || c == '\\' {
+                write!(f, "{}", c.escape_default())?;
+            } else {
+                write!(f, "{c}")?;
+            }
+        }
+        if end < key.len() {
+            write!(f, "…' ({} bytes)", key.len())
+        } else {
+            f.write_str("'")
+        }
     }
 }

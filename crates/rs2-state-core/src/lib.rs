@@ -15,7 +15,7 @@ mod storage;
 pub use access::{SharedStorage, StateAccess};
 pub use codec::{Codec, Postcard};
 pub use config::{StateConfig, StateConfigBuilder, StateConfigs, StateStorageType};
-pub use error::{StateError, StateResult};
+pub use error::{KeyDisplay, StateError, StateResult};
 pub use key::{CustomKeyExtractor, FieldKeyExtractor, KeyExtractor};
 pub use storage::{
     HeldLock, KeyLock, LocalModifyFn, LocalStorage, LocalUpdateFn, LockedWrite, StateStorage,

@@ -99,6 +99,9 @@ struct Inner {
     ttl_ms: u64,
     cleanup_interval_ms: u64,
     next_cleanup_ms: AtomicU64,
+    /// Dropped with the store, which ends its cleanup task at once (not at its next tick,
+    /// up to a `cleanup_interval` later).
+    _cleanup_stop: Option<tokio::sync::oneshot::Sender<()>>,
 }
 
 /// One key's state: 64 bytes, one cache line, when the key and value are short.
@@ -152,6 +155,13 @@ impl InMemoryState {
             .unwrap_or(u64::MAX)
             .max(1);
         let max_size = config.max_size.filter(|&n| n != usize::MAX);
+        let (stop_tx, stop_rx) = match tokio::runtime::Handle::try_current() {
+            Ok(_) => {
+                let (tx, rx) = tokio::sync::oneshot::channel();
+                (Some(tx), Some(rx))
+            }
+            Err(_) => (None, None),
+        };
         let inner = Arc::new(Inner {
             shards: (0..SHARDS).map(|_| Mutex::new(HashTable::new())).collect(),
             hasher: DefaultHashBuilder::default(),
@@ -166,11 +176,13 @@ impl InMemoryState {
             ttl_ms: u64::try_from(config.ttl.as_millis()).unwrap_or(u64::MAX),
             cleanup_interval_ms,
             next_cleanup_ms: AtomicU64::new(clock.now_ms().saturating_add(cleanup_interval_ms)),
+            _cleanup_stop: stop_tx,
         });
-        if let Ok(runtime) = tokio::runtime::Handle::try_current() {
+        if let (Ok(runtime), Some(stop)) = (tokio::runtime::Handle::try_current(), stop_rx) {
             runtime.spawn(cleanup_task(
                 Arc::downgrade(&inner),
                 Duration::from_millis(cleanup_interval_ms),
+                stop,
             ));
         }
         Self { inner }
@@ -346,11 +358,25 @@ fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
         .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
-async fn cleanup_task(store: Weak<Inner>, interval: Duration) {
+async fn cleanup_task(
+    store: Weak<Inner>,
+    interval: Duration,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
     let mut ticks = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
     ticks.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
-        ticks.tick().await;
+        // The store's drop closes `stop` (its sender goes with the store).
+        let stopped = std::future::poll_fn(|cx| {
+            if std::future::Future::poll(std::pin::Pin::new(&mut stop), cx).is_ready() {
+                return std::task::Poll::Ready(true);
+            }
+            ticks.poll_tick(cx).map(|_| false)
+        })
+        .await;
+        if stopped {
+            return;
+        }
         match store.upgrade() {
             Some(inner) => inner.cleanup(),
             None => return,
@@ -753,7 +779,8 @@ impl StateStorage for InMemoryState {
             &mut |current, out| {
                 let f = f.take().ok_or_else(|| {
                     rs2_state_core::StateError::Storage(format!(
-                        "key '{key}': update function already ran"
+                        "key {}: update function already ran",
+                        rs2_state_core::KeyDisplay(key)
                     ))
                 })?;
                 *out = f(current.map(<[u8]>::to_vec))?;

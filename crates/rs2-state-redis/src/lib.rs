@@ -634,7 +634,11 @@ fn new_token() -> String {
 
 /// `d` in whole milliseconds, at least 1 (Redis rejects `PX 0`).
 fn millis(d: Duration) -> u64 {
-    u64::try_from(d.as_millis()).unwrap_or(u64::MAX).max(1)
+    // Redis refuses an expiry past i64 milliseconds from now: a longer TTL is clamped to one
+    // (146 million years) instead of failing every write.
+    u64::try_from(d.as_millis())
+        .unwrap_or(u64::MAX)
+        .clamp(1, i64::MAX as u64 / 2)
 }
 
 /// Escapes the characters `SCAN MATCH` treats as a pattern.

@@ -203,7 +203,10 @@ impl<T> Emission<T> {
 
 /// `err` while reading back `key`'s group of `len` events: the group is lost, say so.
 pub(super) fn group_lost(err: StateError, key: &str, len: usize) -> StateError {
-    let what = format!("key '{key}': group of {len} event(s) could not be read back and is lost");
+    let what = format!(
+        "key {}: group of {len} event(s) could not be read back and is lost",
+        rs2_state_core::KeyDisplay(key)
+    );
     match err {
         StateError::Storage(msg) => StateError::Storage(format!("{what}: {msg}")),
         StateError::Serialization(msg) => StateError::Serialization(format!("{what}: {msg}")),
@@ -213,7 +216,10 @@ pub(super) fn group_lost(err: StateError, key: &str, len: usize) -> StateError {
 
 /// `err` while taking an event of `key` in: the event is not in any group, say so.
 pub(super) fn event_not_grouped(err: StateError, key: &str) -> StateError {
-    let what = format!("key '{key}': event not added to its group");
+    let what = format!(
+        "key {}: event not added to its group",
+        rs2_state_core::KeyDisplay(key)
+    );
     match err {
         StateError::Storage(msg) => StateError::Storage(format!("{what}: {msg}")),
         StateError::Serialization(msg) => StateError::Serialization(format!("{what}: {msg}")),
@@ -223,9 +229,10 @@ pub(super) fn event_not_grouped(err: StateError, key: &str) -> StateError {
 
 pub(super) fn group_missing(key: &str, len: usize, chunk: usize) -> StateError {
     StateError::Storage(format!(
-        "key '{key}': group of {len} event(s) is lost: its storage entry number {chunk} \
+        "key {}: group of {len} event(s) is lost: its storage entry number {chunk} \
          expired or was evicted before the group was emitted (the store's TTL or max_size is \
-         smaller than the group's life, or another writer removed it)"
+         smaller than the group's life, or another writer removed it)",
+        rs2_state_core::KeyDisplay(key)
     ))
 }
 
