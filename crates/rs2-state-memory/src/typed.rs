@@ -2,7 +2,9 @@
 
 use std::hash::BuildHasher;
 
-use hashbrown::{DefaultHashBuilder, HashTable};
+use std::collections::hash_map::RandomState;
+
+use hashbrown::HashTable;
 use rs2_state_core::StateConfig;
 
 use crate::recency::RecencyList;
@@ -40,7 +42,8 @@ use crate::value::Key;
 /// ```
 pub struct TypedTable<V> {
     table: HashTable<Slot<V>>,
-    hasher: DefaultHashBuilder,
+    /// SipHash-1-3, randomly keyed, as `InMemoryState` (decision 010).
+    hasher: RandomState,
     /// Keys in eviction order (oldest first); kept only when the table is bounded.
     recency: RecencyList,
     /// List operations so far: a key's age is `ops - slot.stamp`.
@@ -83,7 +86,7 @@ impl<V> TypedTable<V> {
             .max(1);
         Self {
             table: HashTable::new(),
-            hasher: DefaultHashBuilder::default(),
+            hasher: RandomState::new(),
             recency: RecencyList::default(),
             ops: 0,
             move_after: config.max_size.map_or(u64::MAX, |n| {
