@@ -93,6 +93,9 @@
 mod checks;
 mod report;
 
+mod faults;
+pub use faults::FaultyStorage;
+
 use std::any::Any;
 use std::future::Future;
 use std::pin::Pin;
