@@ -126,3 +126,94 @@ async fn the_nth_call_fails_and_latency_uses_paused_time() {
         "two calls waited"
     );
 }
+
+/// Reduce: as fold, successful sums go 1, 2, 3, ... per key.
+#[tokio::test(start_paused = true)]
+async fn reduce_sums_stay_exact_under_faults() {
+    let store = faulty(11);
+    let out: Vec<_> = stream::iter((0..EVENTS).map(|i| (i % KEYS, 1u64)))
+        .stateful_reduce_rs2(
+            config(&store),
+            |e: &(u64, u64)| e.0.to_string(),
+            |acc, e, _s: StateAccess| async move { (acc.0, acc.1 + e.1) },
+        )
+        .collect()
+        .await;
+    assert_eq!(out.len() as u64, EVENTS);
+    let mut last: HashMap<u64, u64> = HashMap::new();
+    for (k, n) in out.iter().flatten() {
+        let prev = last.insert(*k, *n).unwrap_or(0);
+        assert_eq!(*n, prev + 1, "key {k}");
+    }
+    assert!(out.iter().any(Result::is_err));
+}
+
+/// Throttle with room for every event, and sessions: one item per event, errors included.
+#[tokio::test(start_paused = true)]
+async fn throttle_and_session_yield_one_item_per_event() {
+    let store = faulty(13);
+    let out: Vec<_> = stream::iter(0..EVENTS)
+        .stateful_throttle_rs2(config(&store), key, 10_000, Duration::from_secs(60))
+        .collect()
+        .await;
+    assert_eq!(out.len() as u64, EVENTS, "throttle");
+    assert!(out.iter().any(Result::is_err));
+
+    let store = faulty(17);
+    let out: Vec<_> = stream::iter(0..EVENTS)
+        .stateful_session_rs2(
+            config(&store),
+            key,
+            Duration::from_secs(60),
+            |e, new_session, _s: StateAccess| async move { (e, new_session) },
+        )
+        .collect()
+        .await;
+    assert_eq!(out.len() as u64, EVENTS, "session");
+    assert!(out.iter().any(Result::is_err));
+}
+
+/// Operators that buffer (window, pattern, group_by) run to the end under faults, report
+/// errors as items, and never yield more than the input allows.
+#[tokio::test(start_paused = true)]
+async fn buffering_operators_run_to_the_end_under_faults() {
+    let store = faulty(19);
+    let windows: Vec<_> = stream::iter(0..EVENTS)
+        .stateful_window_rs2(
+            config(&store),
+            key,
+            4,
+            |w: Vec<u64>, _s: StateAccess| async move { w.len() },
+        )
+        .collect()
+        .await;
+    assert!(windows.iter().any(Result::is_err));
+    assert!(windows.iter().flatten().all(|len| *len == 4));
+    assert!(windows.iter().flatten().count() as u64 <= EVENTS / 4);
+
+    let store = faulty(23);
+    let patterns: Vec<_> = stream::iter(0..EVENTS)
+        .stateful_pattern_rs2(
+            config(&store),
+            key,
+            3,
+            |w: Vec<u64>, _s: StateAccess| async move { Some(w.len()) },
+        )
+        .collect()
+        .await;
+    assert!(patterns.iter().any(Result::is_err));
+    assert!(patterns.iter().flatten().all(|len| *len == 3));
+
+    let store = faulty(29);
+    let groups: Vec<_> = stream::iter(0..EVENTS)
+        .stateful_group_by_rs2(
+            config(&store),
+            key,
+            |k, g: Vec<u64>, _s: StateAccess| async move { (k, g.len()) },
+        )
+        .collect()
+        .await;
+    assert!(groups.iter().any(Result::is_err));
+    let grouped: usize = groups.iter().flatten().map(|(_, n)| n).sum();
+    assert!(grouped as u64 <= EVENTS);
+}
