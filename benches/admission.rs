@@ -104,7 +104,10 @@ fn key_flood(c: &mut Criterion) {
     let rt = reference::runtime();
     for (name, kind) in KINDS {
         let passed = rt.block_on(dedup(events.clone(), kind));
-        eprintln!("key flood, {name}: {passed} of {} events passed", events.len());
+        eprintln!(
+            "key flood, {name}: {passed} of {} events passed",
+            events.len()
+        );
     }
     let mut group = c.benchmark_group("admission_key_flood_dedup");
     group.throughput(Throughput::Elements(events.len() as u64));

@@ -49,16 +49,22 @@ async fn outputs(kind: StateStorageType) -> Vec<(&'static str, Vec<String>)> {
     let mut out = Vec::new();
     out.push((
         "map",
-        lines(events().stateful_map_rs2(c(), by_user, |e, s| async move {
-            (e.n, count(&s).await)
-        }))
+        lines(events().stateful_map_rs2(
+            c(),
+            by_user,
+            |e, s| async move { (e.n, count(&s).await) },
+        ))
         .await,
     ));
     out.push((
         "filter",
-        lines(events().stateful_filter_rs2(c(), by_user, |_e, s| async move {
-            count(&s).await % 3 == 0
-        }))
+        lines(
+            events().stateful_filter_rs2(
+                c(),
+                by_user,
+                |_e, s| async move { count(&s).await % 3 == 0 },
+            ),
+        )
         .await,
     ));
     out.push((
@@ -72,9 +78,11 @@ async fn outputs(kind: StateStorageType) -> Vec<(&'static str, Vec<String>)> {
     ));
     out.push((
         "reduce",
-        lines(events().stateful_reduce_rs2(c(), by_user, |a, b, _s| async move {
-            ev(&a.user, a.n.wrapping_add(b.n))
-        }))
+        lines(
+            events().stateful_reduce_rs2(c(), by_user, |a, b, _s| async move {
+                ev(&a.user, a.n.wrapping_add(b.n))
+            }),
+        )
         .await,
     ));
     out.push((
@@ -102,39 +110,44 @@ async fn outputs(kind: StateStorageType) -> Vec<(&'static str, Vec<String>)> {
     ));
     out.push((
         "window",
-        lines(events().stateful_window_rs2(c(), by_user, 4, |w, _s| async move {
-            w.iter().map(|e| e.n).collect::<Vec<_>>()
-        }))
-        .await,
-    ));
-    out.push((
-        "window_sliding",
         lines(
-            events().stateful_window_rs2_advanced(c(), by_user, 5, Some(2), true, |w, _s| async move {
+            events().stateful_window_rs2(c(), by_user, 4, |w, _s| async move {
                 w.iter().map(|e| e.n).collect::<Vec<_>>()
             }),
         )
         .await,
     ));
     out.push((
+        "window_sliding",
+        lines(events().stateful_window_rs2_advanced(
+            c(),
+            by_user,
+            5,
+            Some(2),
+            true,
+            |w, _s| async move { w.iter().map(|e| e.n).collect::<Vec<_>>() },
+        ))
+        .await,
+    ));
+    out.push((
         "pattern",
-        lines(events().stateful_pattern_rs2(c(), by_user, 3, |w, _s| async move {
-            (w.iter().map(|e| e.n).sum::<u32>() % 2 == 0).then(|| w.len())
-        }))
+        lines(
+            events().stateful_pattern_rs2(c(), by_user, 3, |w, _s| async move {
+                (w.iter().map(|e| e.n).sum::<u32>() % 2 == 0).then(|| w.len())
+            }),
+        )
         .await,
     ));
     out.push((
         "group_by",
-        lines(
-            events().stateful_group_by_advanced_rs2(
-                c(),
-                by_user,
-                Some(6),
-                Some(Duration::from_millis(100)),
-                false,
-                |k, g, _s| async move { (k, g.iter().map(|e| e.n).collect::<Vec<_>>()) },
-            ),
-        )
+        lines(events().stateful_group_by_advanced_rs2(
+            c(),
+            by_user,
+            Some(6),
+            Some(Duration::from_millis(100)),
+            false,
+            |k, g, _s| async move { (k, g.iter().map(|e| e.n).collect::<Vec<_>>()) },
+        ))
         .await,
     ));
     out.push((
@@ -151,16 +164,23 @@ async fn outputs(kind: StateStorageType) -> Vec<(&'static str, Vec<String>)> {
     ));
     out.push((
         "map_par",
-        lines(events().stateful_map_rs2_par(c(), by_user, 4, |e, s| async move {
-            (e.n, count(&s).await)
-        }))
+        lines(
+            events().stateful_map_rs2_par(
+                c(),
+                by_user,
+                4,
+                |e, s| async move { (e.n, count(&s).await) },
+            ),
+        )
         .await,
     ));
     out.push((
         "filter_par",
-        lines(events().stateful_filter_rs2_par(c(), by_user, 4, |_e, s| async move {
-            count(&s).await % 2 == 0
-        }))
+        lines(
+            events().stateful_filter_rs2_par(c(), by_user, 4, |_e, s| async move {
+                count(&s).await % 2 == 0
+            }),
+        )
         .await,
     ));
     out.push((
@@ -174,9 +194,11 @@ async fn outputs(kind: StateStorageType) -> Vec<(&'static str, Vec<String>)> {
     ));
     out.push((
         "reduce_par",
-        lines(events().stateful_reduce_rs2_par(c(), by_user, 4, |a, b, _s| async move {
-            ev(&a.user, a.n.wrapping_add(b.n))
-        }))
+        lines(
+            events().stateful_reduce_rs2_par(c(), by_user, 4, |a, b, _s| async move {
+                ev(&a.user, a.n.wrapping_add(b.n))
+            }),
+        )
         .await,
     ));
     out
@@ -198,16 +220,20 @@ async fn every_operator_gives_the_same_output_on_the_admission_store() {
 
 #[test]
 fn the_admission_variant_validates_as_in_memory() {
-    assert!(config(StateStorageType::InMemoryAdmission).validate().is_ok());
+    assert!(config(StateStorageType::InMemoryAdmission)
+        .validate()
+        .is_ok());
     assert!(config(StateStorageType::InMemoryAdmission)
         .ttl(Duration::ZERO)
         .validate()
         .is_err());
-    let mut with_custom = roomy().with_custom_storage(std::sync::Arc::new(
-        InMemoryState::new(&roomy()),
-    ));
+    let mut with_custom =
+        roomy().with_custom_storage(std::sync::Arc::new(InMemoryState::new(&roomy())));
     with_custom.storage_type = StateStorageType::InMemoryAdmission;
     assert!(with_custom.validate().is_err());
     let storage = config(StateStorageType::InMemoryAdmission).create_storage_arc();
-    assert!(storage.as_local().is_none(), "an AdmissionState, not an InMemoryState");
+    assert!(
+        storage.as_local().is_none(),
+        "an AdmissionState, not an InMemoryState"
+    );
 }

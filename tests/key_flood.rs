@@ -93,7 +93,9 @@ async fn steady_replays_dropped(storage_type: StateStorageType) -> usize {
 async fn dedup_markers_of_steady_ids_survive_a_flood_only_with_admission() {
     let admission = steady_replays_dropped(StateStorageType::InMemoryAdmission).await;
     let lru = steady_replays_dropped(StateStorageType::InMemory).await;
-    println!("steady replays dropped after the flood: admission {admission}, LRU {lru} of {STEADY}");
+    println!(
+        "steady replays dropped after the flood: admission {admission}, LRU {lru} of {STEADY}"
+    );
     assert!(
         admission >= ADMISSION_KEPT_AT_LEAST,
         "InMemoryAdmission kept only {admission} of {STEADY} steady markers"
@@ -141,5 +143,9 @@ async fn steady_keys_survive_one_off_sets_in_the_admission_store() {
     let lru = InMemoryState::new(&config(StateStorageType::InMemory));
     let kept = steady_kept(&lru).await;
     println!("InMemoryState: {kept} of {STEADY} steady keys kept");
-    assert!(STEADY - kept >= LRU_LOST_AT_LEAST, "LRU lost only {}", STEADY - kept);
+    assert!(
+        STEADY - kept >= LRU_LOST_AT_LEAST,
+        "LRU lost only {}",
+        STEADY - kept
+    );
 }

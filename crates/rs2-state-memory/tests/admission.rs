@@ -65,7 +65,11 @@ async fn a_full_store_refuses_a_key_read_less_often_than_its_entries() {
         store.set(&key, b"x").await.unwrap();
     }
     store.run_pending_tasks();
-    assert!(store.len() <= 2 * N as u64, "len {} over capacity", store.len());
+    assert!(
+        store.len() <= 2 * N as u64,
+        "len {} over capacity",
+        store.len()
+    );
     let mut kept = 0;
     for i in 0..N {
         if store.exists(&format!("steady-{i}")).await.unwrap() {
