@@ -133,7 +133,7 @@ async fn outputs(kind: StateStorageType) -> Vec<(&'static str, Vec<String>)> {
         "pattern",
         lines(
             events().stateful_pattern_rs2(c(), by_user, 3, |w, _s| async move {
-                (w.iter().map(|e| e.n).sum::<u32>() % 2 == 0).then(|| w.len())
+                (w.iter().map(|e| e.n).sum::<u32>() % 2 == 0).then_some(w.len())
             }),
         )
         .await,
