@@ -14,6 +14,13 @@ pub enum StateStorageType {
     /// own.
     #[default]
     InMemory,
+    /// The moka-based store with TinyLFU admission: key-flood resistant; see
+    /// `rs2_state_memory::AdmissionState`. Every operator gets a store of its own and keeps its
+    /// state in it (as bytes, through the store's key lock). When the store is full a new key is
+    /// admitted only if it is used more often than the entries it would evict, so a new key's
+    /// state may be dropped right after it is written: not for keyed counters that must count
+    /// every new key. Same validation rules as `InMemory`.
+    InMemoryAdmission,
     /// A backend supplied through [`StateConfig::with_custom_storage`]; operators given the same
     /// config share that one store (each under a namespace of its own).
     Custom,
@@ -161,6 +168,11 @@ impl StateConfig {
             (StateStorageType::InMemory, true) => Err(StateError::Validation(
                 "a custom_storage is set but storage_type is InMemory; set the custom storage \
                  last, or drop it to use the in-memory store"
+                    .into(),
+            )),
+            (StateStorageType::InMemoryAdmission, true) => Err(StateError::Validation(
+                "a custom_storage is set but storage_type is InMemoryAdmission; set the custom \
+                 storage last, or drop it to use the in-memory admission store"
                     .into(),
             )),
             _ => Ok(()),

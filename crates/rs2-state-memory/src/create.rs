@@ -4,7 +4,7 @@ use std::sync::Arc;
 
 use rs2_state_core::{StateConfig, StateResult, StateStorage, StateStorageType};
 
-use crate::InMemoryState;
+use crate::{AdmissionState, InMemoryState};
 
 /// Creates the storage a [`StateConfig`] describes.
 ///
@@ -12,7 +12,8 @@ use crate::InMemoryState;
 /// no runtime and so cannot build the default store; it is in `rs2::state` and
 /// `rs2::prelude`, so `config.create_storage()` works after either import.
 ///
-/// For `InMemory`, each call makes a new, independent store. With a custom store set, both
+/// For `InMemory` (an `InMemoryState`) and `InMemoryAdmission` (an `AdmissionState`), each
+/// call makes a new, independent store. With a custom store set, both
 /// methods hand back that store.
 ///
 /// ```
@@ -39,6 +40,7 @@ impl CreateStorage for StateConfig {
     fn create_storage(&self) -> Box<dyn StateStorage + Send + Sync> {
         match (&self.storage_type, &self.custom_storage) {
             (StateStorageType::Custom, Some(custom)) => Box::new(Arc::clone(custom)),
+            (StateStorageType::InMemoryAdmission, _) => Box::new(AdmissionState::new(self)),
             _ => Box::new(InMemoryState::new(self)),
         }
     }
@@ -46,6 +48,7 @@ impl CreateStorage for StateConfig {
     fn create_storage_arc(&self) -> Arc<dyn StateStorage + Send + Sync> {
         match (&self.storage_type, &self.custom_storage) {
             (StateStorageType::Custom, Some(custom)) => Arc::clone(custom),
+            (StateStorageType::InMemoryAdmission, _) => Arc::new(AdmissionState::new(self)),
             _ => Arc::new(InMemoryState::new(self)),
         }
     }

@@ -7,10 +7,15 @@
 //! value's stamp against [`StateClock`]. Why this is not a moka cache:
 //! `docs/decisions/001-in-memory-hot-path.md`.
 //!
+//! [`AdmissionState`] is the alternative for key floods: a moka cache whose TinyLFU admission
+//! keeps frequently used keys when the store is full (selected with
+//! `StateStorageType::InMemoryAdmission`; see its docs for when to choose it).
+//!
 //! [`InMemoryState::snapshot_to`] and [`InMemoryState::restore_from`] carry a store's live
 //! entries, with their remaining TTLs and recency order, across a restart in one file.
 #![warn(missing_docs)]
 
+mod admission;
 mod clock;
 mod create;
 mod recency;
@@ -19,6 +24,7 @@ mod store;
 mod typed;
 mod value;
 
+pub use admission::AdmissionState;
 pub use clock::StateClock;
 pub use create::CreateStorage;
 pub use store::InMemoryState;

@@ -45,7 +45,7 @@ pub mod state {
     /// Keyed state in a directory on local disk, surviving restarts (feature `durable`).
     #[cfg(feature = "durable")]
     pub use rs2_state_durable::{Durability, DurableState, DurableStateBuilder};
-    pub use rs2_state_memory::{CreateStorage, InMemoryState, StateClock};
+    pub use rs2_state_memory::{AdmissionState, CreateStorage, InMemoryState, StateClock};
     /// Keyed state in Redis, shared by every replica of a pipeline (feature `redis`).
     #[cfg(feature = "redis")]
     pub use rs2_state_redis::{RedisState, RetryPolicy};

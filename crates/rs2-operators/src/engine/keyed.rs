@@ -13,7 +13,7 @@ use rs2_state_core::{
     Codec, KeyExtractor, KeyLock, LocalStorage, LockedWrite, Postcard, SharedStorage, StateAccess,
     StateConfig, StateError, StateResult, StateStorageType,
 };
-use rs2_state_memory::{InMemoryState, StateClock};
+use rs2_state_memory::{AdmissionState, InMemoryState, StateClock};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
@@ -56,9 +56,11 @@ pub(crate) struct KeyedState {
     storage: SharedStorage,
     /// The config's TTL, carried by every write to a store that is not in-process.
     ttl: Duration,
-    /// The store was made for this operator alone.
+    /// The store was made for this operator alone and the operator may keep its own state
+    /// typed, outside it (an `InMemory` config; not `InMemoryAdmission`, see `new`).
     private: bool,
-    /// `""` when the store is private to this operator, else `"{namespace}/{operator}:"`.
+    /// `""` when the store was made for this operator alone (`InMemory`, `InMemoryAdmission`),
+    /// else `"{namespace}/{operator}:"`.
     prefix: String,
     clock: StateClock,
     /// The config was invalid: every event reports this.
@@ -77,7 +79,12 @@ impl KeyedState {
             .validate()
             .err()
             .map(|e| StateError::Validation(format!("{op} operator: {e}")));
-        let (storage, prefix): (SharedStorage, String) =
+        // (store, prefix, private): a private store is this operator's alone and its own
+        // state may stay typed in tables of the operator's (`is_private`). An admission store
+        // is this operator's alone too (so no prefix), but is not private: the operator's own
+        // state must live in the store, under its admission policy, or a key flood would
+        // still evict it from the typed tables' exact LRU.
+        let (storage, prefix, private): (SharedStorage, String, bool) =
             match (config.storage_type, &config.custom_storage) {
                 (StateStorageType::Custom, Some(custom)) => {
                     let ns = config
@@ -85,9 +92,12 @@ impl KeyedState {
                         .as_deref()
                         .map(|n| format!("{n}/"))
                         .unwrap_or_default();
-                    (Arc::clone(custom), format!("{ns}{op}:"))
+                    (Arc::clone(custom), format!("{ns}{op}:"), false)
                 }
-                _ => (Arc::new(InMemoryState::new(config)), String::new()),
+                (StateStorageType::InMemoryAdmission, _) => {
+                    (Arc::new(AdmissionState::new(config)), String::new(), false)
+                }
+                _ => (Arc::new(InMemoryState::new(config)), String::new(), true),
             };
         let clock = StateClock::new();
         let template =
@@ -95,7 +105,7 @@ impl KeyedState {
         Self {
             storage,
             ttl: config.ttl,
-            private: prefix.is_empty(),
+            private,
             prefix,
             clock,
             error,
@@ -105,9 +115,12 @@ impl KeyedState {
         }
     }
 
-    /// Whether this operator's store is private to it (an in-memory config): then nothing but
-    /// this operator reads or writes its namespace, and it may keep its state typed (see
-    /// `engine::own`).
+    /// Whether this operator's store is private to it and it may keep its own state typed
+    /// (see `engine::own`): an `InMemory` config, where nothing but this operator reads or
+    /// writes its namespace. `false` for a shared custom store and for `InMemoryAdmission`
+    /// (whose store is the operator's alone, but whose admission policy must govern the
+    /// operator's state too), where the operator's state goes through the store as bytes under
+    /// its key lock.
     pub fn is_private(&self) -> bool {
         self.private
     }
