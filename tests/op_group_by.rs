@@ -764,3 +764,114 @@ proptest! {
         prop_assert_eq!(got, model(&events, &p));
     }
 }
+
+/// A store whose reads of chunk 0 entries (`…#….0`) fail while `failing` is above zero (each
+/// failure counts it down; `u32::MAX` fails for good).
+#[derive(Default)]
+struct FlakyFirstChunk {
+    inner: rs2_suite::MapStore,
+    failing: std::sync::atomic::AtomicU32,
+}
+
+impl FlakyFirstChunk {
+    fn fail(&self, key: &str) -> rs2::state::StateResult<()> {
+        use std::sync::atomic::Ordering;
+        if key.ends_with(".0")
+            && self
+                .failing
+                .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| match n {
+                    0 => None,
+                    u32::MAX => Some(u32::MAX),
+                    n => Some(n - 1),
+                })
+                .is_ok()
+        {
+            return Err(StateError::storage_for(key, "timed out (injected)"));
+        }
+        Ok(())
+    }
+}
+
+#[async_trait]
+impl StateStorage for FlakyFirstChunk {
+    async fn get(&self, key: &str) -> rs2::state::StateResult<Option<Vec<u8>>> {
+        self.fail(key)?;
+        self.inner.get(key).await
+    }
+    async fn set(&self, key: &str, value: &[u8]) -> rs2::state::StateResult<()> {
+        self.inner.set(key, value).await
+    }
+    async fn delete(&self, key: &str) -> rs2::state::StateResult<()> {
+        self.inner.delete(key).await
+    }
+    async fn exists(&self, key: &str) -> rs2::state::StateResult<bool> {
+        self.inner.exists(key).await
+    }
+    async fn clear(&self) -> rs2::state::StateResult<()> {
+        self.inner.clear().await
+    }
+}
+
+/// 130 events of one key (three stored entries); `arm` runs as the last event is taken in.
+fn one_key_events(n: u32, arm: impl Fn() + 'static) -> impl Stream<Item = Ev> {
+    futures::stream::iter(0..n).map(move |i| {
+        if i == n - 1 {
+            arm();
+        }
+        ev("a", i)
+    })
+}
+
+#[tokio::test]
+async fn a_failed_read_of_one_entry_keeps_the_group_and_retries_it() {
+    use std::sync::atomic::Ordering;
+    let store = Arc::new(FlakyFirstChunk::default());
+    let config = roomy().with_custom_storage(store.clone());
+    let armed = store.clone();
+    let out: Vec<_> = no_hang(
+        one_key_events(130, move || armed.failing.store(1, Ordering::Release))
+            .stateful_group_by_advanced_rs2(config, by_user, Some(130), None, false, as_group)
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    assert_eq!(out.len(), 2, "{out:?}");
+    let err = out[0].as_ref().unwrap_err().to_string();
+    assert!(
+        err.contains("'a'") && err.contains("nothing was removed"),
+        "{err}"
+    );
+    assert!(err.contains("kept"), "{err}");
+    let (key, group) = out[1].as_ref().unwrap();
+    assert_eq!(key, "a");
+    assert_eq!(
+        *group,
+        (0..130).collect::<Vec<u32>>(),
+        "every event, once, in order"
+    );
+}
+
+#[tokio::test]
+async fn a_group_that_cannot_be_read_at_the_end_is_left_in_storage() {
+    use std::sync::atomic::Ordering;
+    let store = Arc::new(FlakyFirstChunk::default());
+    let config = roomy().with_custom_storage(store.clone());
+    let armed = store.clone();
+    let out: Vec<_> = no_hang(
+        one_key_events(70, move || armed.failing.store(u32::MAX, Ordering::Release))
+            .stateful_group_by_rs2(config, by_user, as_group)
+            .collect::<Vec<_>>(),
+    )
+    .await;
+    assert_eq!(out.len(), 1, "{out:?}");
+    let err = out[0].as_ref().unwrap_err().to_string();
+    assert!(
+        err.contains("no longer tracked") && err.contains("70 event"),
+        "{err}"
+    );
+    let stored = store.inner.0.lock().unwrap();
+    let entries = stored.keys().filter(|k| k.contains("a#")).count();
+    assert_eq!(
+        entries, 2,
+        "both entries of the group are still stored: {stored:?}"
+    );
+}

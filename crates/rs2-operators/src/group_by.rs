@@ -72,10 +72,12 @@ pin_project! {
     /// **Errors.** `max_group_size == Some(0)` or a zero `group_timeout` yields one
     /// [`StateError::Validation`] item and ends the stream. An invalid config, a failing key
     /// extractor, or a backend failure while taking an event in yields an `Err` item for that
-    /// event (naming the key) and the key's open group stays as it was. A group that cannot be
-    /// read back when it is emitted (backend failure, or its buffer vanished from storage)
-    /// yields one `Err` item naming the key and the number of events lost, in place of the
-    /// group. After any `Err` the stream goes on with the next event.
+    /// event (naming the key) and the key's open group stays as it was. A group whose entries
+    /// cannot be read back when it is emitted (backend failure, undecodable bytes) yields one
+    /// `Err` item naming the key, removes nothing, and is kept to be emitted at its next
+    /// trigger (up to 3 failed reads in a row; at the end of input it is left in storage). A
+    /// group whose buffer vanished from storage yields one `Err` item naming the key and the
+    /// number of events lost. After any `Err` the stream goes on with the next event.
     #[must_use = "streams do nothing unless polled"]
     pub struct StatefulGroupBy<S: futures::Stream, K, F, Fut> {
         #[pin]
@@ -150,6 +152,7 @@ where
                 armed_for: None,
                 key_buf: String::new(),
                 entry_log: groups::entry_writer(),
+                read_failures: Default::default(),
             },
             key_extractor,
             f,
@@ -341,9 +344,13 @@ where
                         *this.step = Step::Emitting(em);
                         return Poll::Pending;
                     }
+                    if em.kept {
+                        return Poll::Ready(Some(Err(core.keep_unread(em))));
+                    }
                     if let Some(err) = em.error {
                         return Poll::Ready(Some(Err(err)));
                     }
+                    core.read_failures.remove(&em.key);
                     let mut events = em.events;
                     if let Some(tail) = em.tail {
                         if events.is_empty() {

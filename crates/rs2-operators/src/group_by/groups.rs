@@ -53,7 +53,13 @@ pub(super) struct Core<T> {
     pub(super) instance: String,
     /// Reader and writer of the group entries (event logs).
     pub(super) entry_log: LogWriter,
+    /// Keys whose group failed to read back, with the number of failures in a row (see
+    /// [`Core::keep_unread`]); a key leaves when its group is emitted or abandoned.
+    pub(super) read_failures: HashMap<String, u32>,
 }
+
+/// Reads of a group that may fail in a row before it is abandoned (left in storage).
+pub(super) const MAX_READ_FAILURES: u32 = 3;
 
 /// Open groups: by key, and in the order they were opened (which is also deadline order).
 #[derive(Default)]
@@ -113,6 +119,19 @@ impl OpenGroups {
         }
     }
 
+    /// Opens `key`'s group again with `len` stored events, at the back of the order (due
+    /// `due_after` from `opened_at`): a group whose emission could not read it back.
+    pub(super) fn reopen(&mut self, key: String, len: usize, opened_at: u64) {
+        if len == 0 {
+            return;
+        }
+        self.open(key.clone(), opened_at);
+        if let Some(group) = self.by_key.get_mut(&key) {
+            self.entries += chunks(len) - chunks(1);
+            group.len = len;
+        }
+    }
+
     /// Closes `key`'s group; returns its length.
     pub(super) fn close(&mut self, key: &str) -> Option<usize> {
         let group = self.by_key.remove(key)?;
@@ -164,6 +183,8 @@ pub(super) struct Emission<T> {
     /// Events already in hand, after the stored ones (the entry an event just completed).
     pub(super) tail: Option<Vec<T>>,
     pub(super) error: Option<StateError>,
+    /// A read failed: nothing is removed, and the group is kept (see `Core::keep_unread`).
+    pub(super) kept: bool,
     pub(super) io: EmitIo<T>,
 }
 
@@ -174,6 +195,19 @@ pub(super) enum EmitIo<T> {
 }
 
 impl<T> Emission<T> {
+    /// A read of the group failed: stop, remove nothing (the cause goes in the error the
+    /// operator reports, see `Core::keep_unread`).
+    fn fail_read(&mut self, err: StateError) {
+        self.error = Some(err);
+        self.kept = true;
+        self.remove = self.removed;
+    }
+
+    /// Events of the group that are in storage: all but the event that triggered the
+    /// emission when one did (the last event of `tail`, never stored).
+    pub(super) fn stored_len(&self) -> usize {
+        self.len - usize::from(self.tail.is_some())
+    }
     /// The whole of a group whose entries are all in storage.
     pub(super) fn stored(key: String, len: usize) -> Self {
         Self::new(key, len, chunks(len), chunks(len), None)
@@ -196,16 +230,26 @@ impl<T> Emission<T> {
             events: Vec::new(),
             tail,
             error: None,
+            kept: false,
             io: EmitIo::Idle,
         }
     }
 }
 
-/// `err` while reading back `key`'s group of `len` events: the group is lost, say so.
-pub(super) fn group_lost(err: StateError, key: &str, len: usize) -> StateError {
+/// `err` while reading back `key`'s group of `len` events: nothing was removed; say what
+/// becomes of the group (`retry`: kept and emitted at its next trigger; else left in storage).
+pub(super) fn group_unread(err: StateError, key: &str, len: usize, retry: bool) -> StateError {
     let what = format!(
-        "key {}: group of {len} event(s) could not be read back and is lost",
-        rs2_state_core::KeyDisplay(key)
+        "key {}: group of {len} event(s) could not be read back; nothing was removed, {}",
+        rs2_state_core::KeyDisplay(key),
+        if retry {
+            "and the group is kept and emitted again at its next trigger (size, timeout, key \
+             change or end of input)"
+        } else {
+            "but the group is no longer tracked (end of input, or too many failed reads in a \
+             row): its stored events stay until the store's TTL ends, and a new group of the \
+             key may replace them"
+        }
     );
     match err {
         StateError::Storage(msg) => StateError::Storage(format!("{what}: {msg}")),
@@ -417,6 +461,7 @@ where
     /// then the event is taken in as a new group.
     pub(super) fn group_vanished(&mut self, key: String, event: T) -> Step<T> {
         let len = self.index.close(&key).unwrap_or(0);
+        self.read_failures.remove(&key);
         let mut em = Emission::stored(key.clone(), len);
         em.error = Some(group_missing(&key, len, len / GROUP_CHUNK));
         self.parked = Some((event, key));
@@ -443,6 +488,38 @@ where
             })
     }
 
+    /// After a failed read of `em` (nothing removed): keeps the group for a retry at its next
+    /// trigger, unless the input has ended or its reads failed [`MAX_READ_FAILURES`] times in
+    /// a row (then it is no longer tracked; its entries stay until the store's TTL). The event
+    /// that triggered the emission, never stored, is taken in again (parked): into the kept
+    /// group, or as a new group. Returns the error to report.
+    pub(super) fn keep_unread(&mut self, mut em: Emission<T>) -> StateError {
+        let stored = em.stored_len();
+        let failures = self.read_failures.entry(em.key.clone()).or_insert(0);
+        *failures += 1;
+        let retry = !self.input_done && *failures < MAX_READ_FAILURES;
+        if !retry {
+            self.read_failures.remove(&em.key);
+        }
+        let cause = em
+            .error
+            .take()
+            .unwrap_or_else(|| StateError::Storage("the group's read failed".into()));
+        let err = group_unread(cause, &em.key, stored, retry);
+        if retry {
+            let now = self.groups.now();
+            self.index.reopen(em.key.clone(), stored, now);
+        }
+        if let Some(event) = em.tail.and_then(|mut tail| tail.pop()) {
+            // The triggering event waits for its turn; with the group kept it joins it (and
+            // completes it again, for another try), else it starts a new group.
+            // Only a step taking an event in (none parked) can trigger such an emission.
+            debug_assert!(self.parked.is_none());
+            self.parked = Some((event, em.key));
+        }
+        err
+    }
+
     /// Reads back (then removes) an emission's entries.
     pub(super) fn poll_emission(&mut self, em: &mut Emission<T>, cx: &mut Context<'_>) -> Poll<()> {
         loop {
@@ -455,7 +532,7 @@ where
                                 let io = self.load_entry(&mut chunk_key, now);
                                 em.io = EmitIo::Load(io);
                             }
-                            Err(err) => em.error = Some(group_lost(err, &em.key, em.len)),
+                            Err(err) => em.fail_read(err),
                         }
                     } else if em.removed < em.remove {
                         match self.chunk_key(&em.key, em.removed) {
@@ -484,7 +561,7 @@ where
                             em.next += 1;
                         }
                         Ok(None) => em.error = Some(group_missing(&em.key, em.len, em.next)),
-                        Err(err) => em.error = Some(group_lost(err, &em.key, em.len)),
+                        Err(err) => em.fail_read(err),
                     }
                 }
                 EmitIo::Remove(io) => {
