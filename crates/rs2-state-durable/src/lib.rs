@@ -57,9 +57,10 @@
 //!   set). Expiry is a wall-clock stamp on the value, so it runs on across restarts. An
 //!   expired value is never returned; compaction drops it from disk.
 //! * **No `max_size`.** The store is bounded by disk, not by a key count; bound state with a
-//!   TTL. Memory holds only the writes of one flush interval (at most
-//!   [`max_pending`](DurableStateBuilder::max_pending) keys: a writer past it flushes first),
-//!   plus fjall's caches.
+//!   TTL. Memory holds the keys written in about the last two flush intervals: a key stays
+//!   while it is used and leaves after a whole interval unused (its value is on disk); at most
+//!   [`max_pending`](DurableStateBuilder::max_pending) keys wait unflushed (a writer past it
+//!   flushes first); plus fjall's caches.
 //! * **Atomic transitions.** [`update`](StateStorage::update) and every operator transition
 //!   are atomic (a lock per key in this process, which is the only one writing).
 //! * **Failures are reported, never dropped.** A failed read is an error, not an absent
