@@ -38,7 +38,8 @@
 //!   from memory; every interval all writes since the last flush go to disk as one atomic
 //!   batch and are synced (`fsync`). A crash (`kill -9`, power loss) loses at most the writes
 //!   of the last interval plus a flush in progress, and never part of a flush: the state on
-//!   disk is always the state as of some flush. A key written many times in an interval is
+//!   disk is always the state as of some flush, and a flush is the state at one instant (a
+//!   consistent cut across keys: every write acknowledged before it, none after). A key written many times in an interval is
 //!   written to disk once, so this mode runs at in-memory speed.
 //! * **[`Strict`](Durability::Strict)**: a write is acknowledged only once it is in the
 //!   store's journal in the operating system, so every acknowledged write survives the process
