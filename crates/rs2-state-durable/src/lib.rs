@@ -39,8 +39,9 @@
 //!   batch and are synced (`fsync`). A crash (`kill -9`, power loss) loses at most the writes
 //!   of the last interval plus a flush in progress, and never part of a flush: the state on
 //!   disk is always the state as of some flush, and a flush is the state at one instant (a
-//!   consistent cut across keys: every write acknowledged before it, none after). A key written many times in an interval is
-//!   written to disk once, so this mode runs at in-memory speed.
+//!   consistent cut across keys: every write acknowledged before it, none after). A key
+//!   written many times in an interval is written to disk once, so this mode runs at
+//!   in-memory speed.
 //! * **[`Strict`](Durability::Strict)**: a write is acknowledged only once it is in the
 //!   store's journal in the operating system, so every acknowledged write survives the process
 //!   being killed (`kill -9`, a panic, an OOM kill). The journal is synced every 100 ms, which
