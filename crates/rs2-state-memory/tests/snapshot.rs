@@ -2,7 +2,7 @@
 //! all-or-nothing restores of damaged files, and atomic replacement.
 
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rs2_state_core::{StateConfig, StateError, StateStorage};
 use rs2_state_memory::InMemoryState;
@@ -460,35 +460,4 @@ fn a_snapshot_is_one_instant_of_the_store_under_concurrent_writers() {
     stop.store(true, std::sync::atomic::Ordering::Relaxed);
     writer.join().expect("writer");
     assert!(seen > 0);
-}
-
-/// Timing of `snapshot_to` / `restore_from` for 100,000 and 1,000,000 entries with 8-byte
-/// values: `cargo test -p rs2-state-memory --release --test snapshot -- --ignored --nocapture`.
-#[test]
-#[ignore = "timing; run with --release --ignored --nocapture"]
-fn timing_of_snapshot_and_restore() {
-    for n in [100_000usize, 1_000_000] {
-        let source = store(n);
-        let start = Instant::now();
-        for i in 0..n {
-            let key = format!("key-{i}");
-            futures::executor::block_on(source.set(&key, &(i as u64).to_le_bytes())).expect("set");
-        }
-        let sets = start.elapsed();
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("t.snap");
-        let start = Instant::now();
-        assert_eq!(source.snapshot_to(&path).expect("snapshot"), n);
-        let snapshot = start.elapsed();
-        let size = std::fs::metadata(&path).expect("metadata").len();
-        let restored = store(n);
-        let start = Instant::now();
-        assert_eq!(restored.restore_from(&path).expect("restore"), n);
-        let restore = start.elapsed();
-        println!(
-            "{n} entries, {:.1} MB: snapshot_to {snapshot:.1?}, restore_from {restore:.1?} \
-             (for scale: {n} sets of new keys took {sets:.1?})",
-            size as f64 / 1e6
-        );
-    }
 }
