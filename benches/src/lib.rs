@@ -8,9 +8,10 @@
 //! memory and allocation benches (`operator_memory.rs`, `allocations.rs`). A bench installs it
 //! with
 //!
-//! ```ignore
+//! ```no_run
 //! #[global_allocator]
 //! static ALLOC: rs2_benches::CountingAlloc = rs2_benches::CountingAlloc;
+//! # fn main() {}
 //! ```
 
 pub mod reference;

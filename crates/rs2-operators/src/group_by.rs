@@ -344,8 +344,8 @@ where
                         *this.step = Step::Emitting(em);
                         return Poll::Pending;
                     }
-                    if em.kept {
-                        return Poll::Ready(Some(Err(core.keep_unread(em))));
+                    if let Some(cause) = em.unread.take() {
+                        return Poll::Ready(Some(Err(core.keep_unread(em, cause))));
                     }
                     if let Some(err) = em.error {
                         return Poll::Ready(Some(Err(err)));

@@ -33,7 +33,25 @@
 //! A store shared between processes (a Redis backend) also says that its instances share a
 //! backend, and how to make a second client on the same keys as a first:
 //!
-//! ```ignore
+//! ```no_run
+//! # use rs2_state_core::{async_trait, StateResult, StateStorage};
+//! # use rs2_state_testkit::Conformance;
+//! # struct RedisStore(String);
+//! # const URL: &str = "redis://127.0.0.1:6379";
+//! # fn unique() -> String { String::new() }
+//! # impl RedisStore {
+//! #   async fn connect(_: &str) -> StateResult<Self> { Ok(RedisStore(String::new())) }
+//! #   fn prefix(self, p: String) -> Self { RedisStore(p) }
+//! #   fn prefix_name(&self) -> &str { &self.0 }
+//! # }
+//! # #[async_trait] impl StateStorage for RedisStore {
+//! #   async fn get(&self, _: &str) -> StateResult<Option<Vec<u8>>> { Ok(None) }
+//! #   async fn set(&self, _: &str, _: &[u8]) -> StateResult<()> { Ok(()) }
+//! #   async fn delete(&self, _: &str) -> StateResult<()> { Ok(()) }
+//! #   async fn exists(&self, _: &str) -> StateResult<bool> { Ok(false) }
+//! #   async fn clear(&self) -> StateResult<()> { Ok(()) }
+//! # }
+//! # async fn check() {
 //! Conformance::new(|| async { RedisStore::connect(URL).await.unwrap().prefix(unique()) })
 //!     .second_instance(|store: &RedisStore| {
 //!         let prefix = store.prefix_name().to_owned();
@@ -42,6 +60,7 @@
 //!     .run()
 //!     .await
 //!     .assert_passed();
+//! # }
 //! ```
 //!
 //! # What is checked

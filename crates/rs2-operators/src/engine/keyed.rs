@@ -209,19 +209,12 @@ impl KeyedState {
         // An in-process store whose key lock is free: lock and read with no `await`.
         if let Some(local) = self.storage.as_local() {
             if let Some(lock) = local.try_lock_key(&key.storage_key) {
-                let hash = key.local_hash(local);
-                let mut value = None;
-                let read = local.try_read(hash, &key.storage_key, now, &mut |bytes| {
-                    value = Some(decode::<S>(key.user_key(), bytes))
-                });
                 // On failure the lock is dropped here, which frees an in-process lock at once.
-                return StateIo::ready(match read {
-                    Ok(_) => value.transpose().map(|value| Loaded {
-                        value,
-                        lock: Some(lock),
-                    }),
-                    Err(err) => Err(err.with_key(key.user_key())),
+                let value = read_local(local, key, now).map(|value| Loaded {
+                    value,
+                    lock: Some(lock),
                 });
+                return StateIo::ready(value);
             }
         }
         let storage = Arc::clone(&self.storage);
@@ -268,15 +261,7 @@ impl KeyedState {
         S: DeserializeOwned + Send + 'static,
     {
         if let Some(local) = self.storage.as_local() {
-            let hash = key.local_hash(local);
-            let mut value = None;
-            let read = local.try_read(hash, &key.storage_key, now, &mut |bytes| {
-                value = Some(decode::<S>(key.user_key(), bytes))
-            });
-            return StateIo::ready(match read {
-                Ok(_) => value.transpose(),
-                Err(err) => Err(err.with_key(key.user_key())),
-            });
+            return StateIo::ready(read_local(local, key, now));
         }
         let storage = Arc::clone(&self.storage);
         let storage_key = key.storage_key.clone();
@@ -460,6 +445,24 @@ fn save_in<S: Serialize + ?Sized>(
     write_in(storage, ttl, scratch, key, now, |user_key, buf| {
         encode(user_key, value, buf)
     })
+}
+
+/// Reads and decodes `key`'s value from an in-process store (a failed read is an `Err`
+/// naming the key, never an absent value).
+fn read_local<S: DeserializeOwned>(
+    local: &dyn LocalStorage,
+    key: &mut EventKey,
+    now: u64,
+) -> StateResult<Option<S>> {
+    let hash = key.local_hash(local);
+    let mut value = None;
+    let read = local.try_read(hash, &key.storage_key, now, &mut |bytes| {
+        value = Some(decode::<S>(key.user_key(), bytes))
+    });
+    match read {
+        Ok(_) => value.transpose(),
+        Err(err) => Err(err.with_key(key.user_key())),
+    }
 }
 
 /// Writes to `key` in `storage` the bytes `build` (given the user key) writes into `scratch`,

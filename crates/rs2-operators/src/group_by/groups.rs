@@ -183,8 +183,9 @@ pub(super) struct Emission<T> {
     /// Events already in hand, after the stored ones (the entry an event just completed).
     pub(super) tail: Option<Vec<T>>,
     pub(super) error: Option<StateError>,
-    /// A read failed: nothing is removed, and the group is kept (see `Core::keep_unread`).
-    pub(super) kept: bool,
+    /// Why a read failed: then nothing is removed, and the group is kept (see
+    /// `Core::keep_unread`).
+    pub(super) unread: Option<StateError>,
     pub(super) io: EmitIo<T>,
 }
 
@@ -198,8 +199,7 @@ impl<T> Emission<T> {
     /// A read of the group failed: stop, remove nothing (the cause goes in the error the
     /// operator reports, see `Core::keep_unread`).
     fn fail_read(&mut self, err: StateError) {
-        self.error = Some(err);
-        self.kept = true;
+        self.unread = Some(err);
         self.remove = self.removed;
     }
 
@@ -230,7 +230,7 @@ impl<T> Emission<T> {
             events: Vec::new(),
             tail,
             error: None,
-            kept: false,
+            unread: None,
             io: EmitIo::Idle,
         }
     }
@@ -493,7 +493,7 @@ where
     /// a row (then it is no longer tracked; its entries stay until the store's TTL). The event
     /// that triggered the emission, never stored, is taken in again (parked): into the kept
     /// group, or as a new group. Returns the error to report.
-    pub(super) fn keep_unread(&mut self, mut em: Emission<T>) -> StateError {
+    pub(super) fn keep_unread(&mut self, em: Emission<T>, cause: StateError) -> StateError {
         let stored = em.stored_len();
         let failures = self.read_failures.entry(em.key.clone()).or_insert(0);
         *failures += 1;
@@ -501,10 +501,6 @@ where
         if !retry {
             self.read_failures.remove(&em.key);
         }
-        let cause = em
-            .error
-            .take()
-            .unwrap_or_else(|| StateError::Storage("the group's read failed".into()));
         let err = group_unread(cause, &em.key, stored, retry);
         if retry {
             let now = self.groups.now();
@@ -525,7 +521,7 @@ where
         loop {
             match &mut em.io {
                 EmitIo::Idle => {
-                    if em.error.is_none() && em.next < em.load {
+                    if em.error.is_none() && em.unread.is_none() && em.next < em.load {
                         match self.chunk_key(&em.key, em.next) {
                             Ok(mut chunk_key) => {
                                 let now = self.groups.now();
