@@ -67,7 +67,10 @@ impl Stamp {
     /// The stamp of this process's joins of `T` with `U`.
     pub fn of<T: 'static, U: 'static>() -> Self {
         static SEED: OnceLock<RandomState> = OnceLock::new();
-        Self(SEED.get_or_init(RandomState::new).hash_one(TypeId::of::<(T, U)>()))
+        Self(
+            SEED.get_or_init(RandomState::new)
+                .hash_one(TypeId::of::<(T, U)>()),
+        )
     }
 }
 
@@ -333,10 +336,8 @@ where
     T: Serialize + DeserializeOwned + Clone,
     U: Serialize + DeserializeOwned + Clone,
 {
-    if !existed {
+    let entry = if !existed {
         bytes.clear();
-    }
-    let entry = if bytes.is_empty() {
         Entry {
             stamp,
             left: Region::default(),
@@ -538,7 +539,11 @@ mod tests {
         }
         let e = Entry::read(&b).unwrap();
         assert_eq!((e.left.count, e.right.count), (50, 50));
-        assert!(b.len() < 3 * 100 * 30, "{} bytes for 100 small events", b.len());
+        assert!(
+            b.len() < 3 * 100 * 30,
+            "{} bytes for 100 small events",
+            b.len()
+        );
     }
 
     #[test]
@@ -551,7 +556,13 @@ mod tests {
         }
         // A good entry of another writer is accepted and taken over.
         let mut good = b.clone();
-        assert_eq!(arrive(&mut good, mine, rule(1_000, 10), r(7), 0).unwrap().pairs.len(), 4);
+        assert_eq!(
+            arrive(&mut good, mine, rule(1_000, 10), r(7), 0)
+                .unwrap()
+                .pairs
+                .len(),
+            4
+        );
         assert_eq!(Entry::read(&good).unwrap().stamp, mine);
         // One flipped event byte: caught by the full check, left as it was.
         let mut bad = b.clone();
