@@ -117,8 +117,11 @@ impl futures::task::ArcWake for Woken {
 /// The hand-written join: per key, both sides' (time, event), oldest first, at most
 /// `BUFFERED` each; an arrival drops the other side's expired events, meets the rest, and is
 /// buffered (pushing out its side's oldest when full).
+/// One side of a key: (arrival time, event), oldest first.
+type Side = VecDeque<(u64, Ev)>;
+
 struct Loop {
-    keys: HashMap<String, (VecDeque<(u64, Ev)>, VecDeque<(u64, Ev)>)>,
+    keys: HashMap<String, (Side, Side)>,
     clock: StateClock,
     next: u64,
 }
