@@ -2,8 +2,10 @@
 //! bytes, and `FieldKeyExtractor` arbitrary values. Whatever the bytes, an operator yields an
 //! `Ok` or an `Err` item per event and goes on; nothing panics or hangs.
 //!
-//! The default case count keeps CI fast; a long run:
-//! `RS2_FUZZ_CASES=20000 cargo test --release --test fuzz_layouts`.
+//! The default case count keeps CI fast; the long run (with the codec's and the event logs'
+//! fuzzing; see `docs/reliability.md` for what it found):
+//! `RS2_FUZZ_CASES=100000 cargo test --release --test fuzz_layouts --test fuzz_codec`
+//! and `RS2_FUZZ_CASES=100000 cargo test --release -p rs2-operators --lib event_log`.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -91,7 +93,80 @@ async fn run_all(store: &Arc<MapStore>, events: Vec<Ev>) -> Vec<usize> {
         )
         .count()
         .await,
+        ev().stateful_filter_rs2(
+            c(),
+            by_key,
+            |_e, s: StateAccess| async move { count(s).await },
+        )
+        .count()
+        .await,
+        // The keyed-concurrency operators, over the same stored values as their sequential
+        // twins (they share the namespaces).
+        ev().stateful_fold_rs2_par(c(), by_key, 4, 0u64, |n, e, _s: StateAccess| async move {
+            n + e.1
+        })
+        .count()
+        .await,
+        ev().stateful_reduce_rs2_par(c(), by_key, 4, |a, e, _s: StateAccess| async move {
+            (a.0, a.1 + e.1)
+        })
+        .count()
+        .await,
+        ev().stateful_map_rs2_par(c(), by_key, 4, |_e, s: StateAccess| count(s))
+            .count()
+            .await,
+        ev().stateful_filter_rs2_par(c(), by_key, 4, |_e, s: StateAccess| count(s))
+            .count()
+            .await,
     ]
+}
+
+/// A closure's read and write of the key's count: whether both worked.
+async fn count(s: StateAccess) -> bool {
+    let n = s.get::<u64>().await.unwrap_or(0) + 1;
+    s.set(&n).await.is_ok()
+}
+
+/// Found by fuzzing the event logs: a window (or pattern, or group) of events that encode to
+/// no bytes, over a stored log claiming 2^64 - 1 of them, decoded that many: the stream hung.
+/// It is now an error item naming the key.
+#[test]
+fn a_window_of_unit_events_over_a_garbage_count_is_an_error_not_a_hang() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_time()
+            .build()
+            .unwrap();
+        let store = Arc::new(MapStore::default());
+        let mut log = vec![0x77];
+        log.extend([0u8; 12]);
+        log.extend(u64::MAX.to_le_bytes());
+        store.0.lock().unwrap().insert("window:k".into(), log);
+        let out: Vec<_> = rt.block_on(
+            stream::iter([(), ()])
+                .stateful_window_rs2(
+                    config(&store),
+                    |_: &()| "k".to_string(),
+                    2,
+                    |w: Vec<()>, _s: StateAccess| async move { w.len() },
+                )
+                .collect(),
+        );
+        let _ = tx.send(
+            out.into_iter()
+                .map(|r| r.map_err(|e| e.to_string()))
+                .collect::<Vec<_>>(),
+        );
+    });
+    let out = rx
+        .recv_timeout(Duration::from_secs(20))
+        .expect("the window finished");
+    assert_eq!(out.len(), 2, "{out:?}");
+    for item in out {
+        let err = item.expect_err("the garbage is reported");
+        assert!(err.contains("'k'") && err.contains("events in"), "{err}");
+    }
 }
 
 /// The property above would pass if garbage were never read: with bytes no layout accepts,
@@ -131,7 +206,7 @@ proptest! {
     /// over the same keys and still yield at most one item per event (no panic, no hang).
     #[test]
     fn operators_survive_arbitrary_stored_bytes(
-        garbage in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..64), 1..16),
+        garbage in proptest::collection::vec(arb_stored(), 1..16),
         keys in 1usize..4,
     ) {
         let rt = tokio::runtime::Builder::new_current_thread().enable_time().build().unwrap();
@@ -163,6 +238,33 @@ proptest! {
         let extractor = FieldKeyExtractor::new(&path);
         let _ = extractor.try_extract_key(&value);
     }
+}
+
+/// Bytes to store in place of an operator's value: anything, or what passes the first checks
+/// of an event log (a tag the window, pattern or group_by writes, a full header with any
+/// count, often small) or of a time log, followed by anything.
+fn arb_stored() -> impl Strategy<Value = Vec<u8>> {
+    let any_bytes = || proptest::collection::vec(any::<u8>(), 0..64);
+    let count = prop_oneof![0u64..5, any::<u64>()];
+    let event_log = (
+        proptest::sample::select(vec![0x77u8, 0x70, 0x67]),
+        any::<[u8; 12]>(),
+        count,
+        any_bytes(),
+    )
+        .prop_map(|(tag, stamp_and_skip, count, events)| {
+            let mut out = vec![tag];
+            out.extend(stamp_and_skip);
+            out.extend(count.to_le_bytes());
+            out.extend(events);
+            out
+        });
+    let time_log = proptest::collection::vec(any::<u64>(), 0..6).prop_map(|times| {
+        let mut out = vec![0x74];
+        times.iter().for_each(|t| out.extend(t.to_le_bytes()));
+        out
+    });
+    prop_oneof![any_bytes(), event_log, time_log]
 }
 
 fn arb_json() -> impl Strategy<Value = serde_json::Value> {
