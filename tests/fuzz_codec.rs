@@ -4,8 +4,8 @@
 //! second `Codec`) undecodable stored bytes are a `Serialization` error naming the key and are
 //! never overwritten.
 //!
-//! The default case count keeps CI fast; the long run is documented in `docs/reliability.md`:
-//! `RS2_FUZZ_CASES=100000 cargo test --release --test fuzz_layouts --test fuzz_codec`.
+//! The default case count keeps CI fast; the long run (see `docs/reliability.md`):
+//! `RS2_FUZZ_CASES=100000 cargo test --release -p rs2-suite -p rs2-operators --lib --test fuzz_layouts --test fuzz_codec`.
 
 use std::collections::BTreeMap;
 use std::fmt::Debug;

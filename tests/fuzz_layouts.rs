@@ -2,10 +2,9 @@
 //! bytes, and `FieldKeyExtractor` arbitrary values. Whatever the bytes, an operator yields an
 //! `Ok` or an `Err` item per event and goes on; nothing panics or hangs.
 //!
-//! The default case count keeps CI fast; the long run (with the codec's and the event logs'
-//! fuzzing; see `docs/reliability.md` for what it found):
-//! `RS2_FUZZ_CASES=100000 cargo test --release --test fuzz_layouts --test fuzz_codec`
-//! and `RS2_FUZZ_CASES=100000 cargo test --release -p rs2-operators --lib event_log`.
+//! The default case count keeps CI fast; the long run, with the codec's and the event logs'
+//! fuzzing (`docs/reliability.md` records what it found):
+//! `RS2_FUZZ_CASES=100000 cargo test --release -p rs2-suite -p rs2-operators --lib --test fuzz_layouts --test fuzz_codec`.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -241,12 +241,15 @@ async fn map_par_closures_see_failures_and_counts_stay_exact() {
     }
 }
 
+/// An event and what its closure's count did.
+type Outcome = (u64, Result<u64, String>);
+
 /// Runs a filter (sequential when `n` is `None`) whose closure counts each key's events and
 /// keeps the even counts and the events whose count failed; checks that every event reached
 /// the closure once, that exactly the events it kept came out, in input order, and that the
 /// counts stay exact.
 async fn check_filter(what: &str, store: &Store, n: Option<usize>) {
-    let seen: Arc<Mutex<Vec<(u64, Result<u64, String>)>>> = Arc::default();
+    let seen: Arc<Mutex<Vec<Outcome>>> = Arc::default();
     let record = seen.clone();
     let f = move |e: &u64, state: StateAccess| {
         let (e, record) = (*e, record.clone());

@@ -562,7 +562,8 @@ mod tests {
     mod fuzz {
         //! Arbitrary bytes through every function that reads or edits a stored log: never a
         //! panic or a hang, an `Err` for what cannot be read, and edits of a log that reads
-        //! keep its events. `RS2_FUZZ_CASES` sets the case count (default 256).
+        //! keep its events. `RS2_FUZZ_CASES` sets the case count (default 256); the long run
+        //! is in `docs/reliability.md`.
 
         use super::*;
         use proptest::prelude::*;
