@@ -237,6 +237,18 @@ proptest! {
         let extractor = FieldKeyExtractor::new(&path);
         let _ = extractor.try_extract_key(&value);
     }
+
+    /// `FieldKeyExtractor` on JSON values whose field names the path often names: the key is
+    /// the documented one (the model above), and where there is none, an error naming the path.
+    #[test]
+    fn field_key_extractor_reads_the_documented_key(value in arb_json_abc(), path in "[abc](\\.[abc]){0,2}") {
+        let got = FieldKeyExtractor::new(&path).try_extract_key(&value);
+        match (model_key(&value, &path), got) {
+            (Some(want), Ok(got)) => prop_assert_eq!(want, got),
+            (None, Err(err)) => prop_assert!(err.to_string().contains(&path), "{}", err),
+            (want, got) => prop_assert!(false, "{:?} in {}: model {:?}, got {:?}", path, value, want, got),
+        }
+    }
 }
 
 /// Bytes to store in place of an operator's value: anything, or what passes the first checks
@@ -264,6 +276,55 @@ fn arb_stored() -> impl Strategy<Value = Vec<u8>> {
         out
     });
     prop_oneof![any_bytes(), event_log, time_log]
+}
+
+/// The key `FieldKeyExtractor` documents for `path` in `value`: walk the objects, then a string
+/// as it is, a number or bool through `Display`; anything else (null, an array, an object, a
+/// path through a non-object) is no key.
+fn model_key(value: &serde_json::Value, path: &str) -> Option<String> {
+    use serde_json::Value;
+    let mut at = value;
+    for segment in path.split('.') {
+        at = at.as_object()?.get(segment)?;
+    }
+    match at {
+        Value::String(s) => Some(s.clone()),
+        Value::Bool(b) => Some(b.to_string()),
+        Value::Number(n) => Some(match (n.as_u64(), n.as_i64(), n.as_f64()) {
+            (Some(u), _, _) => u.to_string(),
+            (_, Some(i), _) => i.to_string(),
+            (_, _, Some(f)) => f.to_string(),
+            _ => return None,
+        }),
+        _ => None,
+    }
+}
+
+/// JSON values over three field names, so that paths over the same names often hit.
+fn arb_json_abc() -> impl Strategy<Value = serde_json::Value> {
+    let leaf = prop_oneof![
+        Just(serde_json::Value::Null),
+        any::<bool>().prop_map(serde_json::Value::from),
+        any::<i64>().prop_map(serde_json::Value::from),
+        any::<u64>().prop_map(serde_json::Value::from),
+        any::<f64>().prop_map(|f| serde_json::json!(f)),
+        "[a-z0-9 .\\\\\"]{0,8}".prop_map(serde_json::Value::from),
+    ];
+    fn object(inner: BoxedStrategy<serde_json::Value>) -> BoxedStrategy<serde_json::Value> {
+        proptest::collection::btree_map("[abc]", inner, 1..4)
+            .prop_map(|m| serde_json::Value::Object(m.into_iter().collect()))
+            .boxed()
+    }
+    // Mostly keys, some arrays and objects, at each of three levels; events are objects.
+    let level = |inner: BoxedStrategy<serde_json::Value>| {
+        prop_oneof![
+            3 => leaf.clone(),
+            1 => proptest::collection::vec(inner.clone(), 0..3).prop_map(serde_json::Value::from),
+            2 => object(inner),
+        ]
+        .boxed()
+    };
+    object(level(level(leaf.clone().boxed())))
 }
 
 fn arb_json() -> impl Strategy<Value = serde_json::Value> {
