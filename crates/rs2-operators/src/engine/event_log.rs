@@ -8,13 +8,13 @@
 //! oldest events are dropped by cutting their bytes (found by decoding them) from the front.
 //! Events are decoded only when the operator needs them (a window to emit, a pattern to match).
 //!
-//! The header is checked on every read. The events are trusted without decoding only when the
-//! log carries this operator instance's `writer` stamp ([`LogWriter`]), that is when this
-//! instance wrote them. Any other log (an earlier pipeline on a durable store, another process,
-//! another item type, garbage) is decoded in full when read, and once it decodes the operator
-//! rewrites it under its own stamp. So bytes that cannot be decoded are reported on every event
-//! that reads them, as if every event decoded the whole list, and the update fails, so they are
-//! never overwritten.
+//! The header is checked on every read, its count against the bytes the log holds. The events
+//! are trusted without decoding only when the log carries this operator instance's `writer`
+//! stamp ([`LogWriter`]), that is when this instance wrote them. Any other log (an earlier
+//! pipeline on a durable store, another process, another item type, garbage) is decoded in
+//! full when read, and once it decodes the operator rewrites it under its own stamp. So bytes
+//! that cannot be decoded are reported on every event that reads them, as if every event
+//! decoded the whole list, and the update fails, so they are never overwritten.
 //!
 //! Every edit below either fails leaving the bytes as they were or succeeds: the one fallible
 //! edit, encoding an event, is undone by a truncation, and it comes before any other edit.
@@ -104,10 +104,21 @@ impl LogWriter {
         let (stamp, rest) = rest.split_first_chunk::<4>().ok_or_else(short)?;
         let (skip, rest) = rest.split_first_chunk::<8>().ok_or_else(short)?;
         let (count, events) = rest.split_first_chunk::<8>().ok_or_else(short)?;
+        let count = u64::from_le_bytes(*count);
+        // Each event takes a byte at least, unless its type encodes to nothing (`()`, unit
+        // structs). A count past that is corrupt, whoever wrote the log: trusted, it had a
+        // reader decode 2^64 unit events (a hang) or overflow adding one.
+        if count > events.len() as u64
+            && (count > MAX_ZERO_WIDTH_EVENTS || postcard::from_bytes::<T>(&[]).is_err())
+        {
+            return Err(corrupt(format!(
+                "event log claims {count} events in {} bytes",
+                events.len()
+            )));
+        }
         let log = EventLog {
             skip: u64::from_le_bytes(*skip),
-            count: usize::try_from(u64::from_le_bytes(*count))
-                .map_err(|_| corrupt("event count out of range"))?,
+            count: usize::try_from(count).map_err(|_| corrupt("event count out of range"))?,
             events,
         };
         if u32::from_le_bytes(*stamp) != self.stamp {
@@ -168,6 +179,9 @@ impl LogWriter {
 
 /// Bytes of an event log's header.
 const HEADER: usize = 1 + 4 + 8 + 8;
+
+/// Most events a log of a type that encodes to no bytes may claim (a window of a million `()`).
+const MAX_ZERO_WIDTH_EVENTS: u64 = 1 << 20;
 
 /// A key's list of events, as read from storage.
 pub(crate) struct EventLog<'a> {
@@ -479,6 +493,226 @@ mod tests {
             let back = TimeLog::read(Some(&out)).unwrap();
             let got: Vec<u64> = (0..back.len()).map(|i| back.get(i)).collect();
             assert_eq!(got, expected);
+        }
+    }
+
+    /// Runs `f` on another thread; fails the test if it takes more than 10 s (a read that
+    /// loops over a count it was handed is a hang, not a slow test).
+    fn within_10s<R: Send + 'static>(f: impl FnOnce() -> R + Send + 'static) -> R {
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            let _ = tx.send(f());
+        });
+        rx.recv_timeout(std::time::Duration::from_secs(10))
+            .expect("finished within 10 s")
+    }
+
+    /// A header with the count `count` and no event bytes, under `writer`'s stamp or a foreign one.
+    fn bare_header(writer: LogWriter, own: bool, count: u64) -> Vec<u8> {
+        let mut bytes = Vec::new();
+        writer.set_header(&mut bytes, 0, 0);
+        if !own {
+            bytes[1..5].copy_from_slice(&(writer.stamp ^ 1).to_le_bytes());
+        }
+        bytes[13..HEADER].copy_from_slice(&count.to_le_bytes());
+        bytes
+    }
+
+    /// Found by fuzzing: events that encode to no bytes at all (`()`, unit structs) under a
+    /// garbage count of 2^64 - 1 made a read decode that many events: the operator hung.
+    #[test]
+    fn a_huge_count_of_zero_width_events_is_an_error_not_a_hang() {
+        let w = LogWriter::new(TAG);
+        let bytes = bare_header(w, false, u64::MAX);
+        let read = within_10s(move || w.read::<()>(Some(&bytes)).map(|log| log.count));
+        assert!(read.is_err(), "{read:?}");
+        // A real log of unit events still reads, whoever wrote it.
+        let (theirs, mine) = (LogWriter::new(TAG), LogWriter::new(TAG));
+        let units = log_of_units(theirs, 1000);
+        let log = mine.read::<()>(Some(&units)).unwrap();
+        assert_eq!(log.decode_all::<()>().unwrap().len(), 1000);
+    }
+
+    fn log_of_units(writer: LogWriter, n: usize) -> Vec<u8> {
+        let mut out = Vec::new();
+        for _ in 0..n {
+            writer.append(&mut out, &()).unwrap();
+        }
+        writer.set_header(&mut out, 0, n);
+        out
+    }
+
+    /// Found by fuzzing: a log carrying the reader's own stamp is trusted without decoding,
+    /// so a count past the bytes it holds (2^64 - 1) reached `count + 1` in group_by's append
+    /// (an overflow panic in a debug build). The count is checked against the bytes whoever
+    /// wrote the log.
+    #[test]
+    fn a_count_past_the_bytes_is_an_error_even_in_an_own_log() {
+        let w = LogWriter::new(TAG);
+        for count in [u64::MAX, 2, 1] {
+            let bytes = bare_header(w, true, count);
+            assert!(w.read::<String>(Some(&bytes)).is_err(), "count {count}");
+        }
+        let mut one = log_of(w, 0, &["x".to_string()]);
+        assert_eq!(w.read::<String>(Some(&one)).unwrap().count, 1);
+        one[13..HEADER].copy_from_slice(&3u64.to_le_bytes());
+        assert!(w.read::<String>(Some(&one)).is_err());
+    }
+
+    mod fuzz {
+        //! Arbitrary bytes through every function that reads or edits a stored log: never a
+        //! panic or a hang, an `Err` for what cannot be read, and edits of a log that reads
+        //! keep its events. `RS2_FUZZ_CASES` sets the case count (default 256); the long run
+        //! is in `docs/reliability.md`.
+
+        use super::*;
+        use proptest::prelude::*;
+
+        fn cases() -> u32 {
+            std::env::var("RS2_FUZZ_CASES")
+                .ok()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(256)
+        }
+
+        /// The reader of every case: the logs `stored` makes under "its own" stamp are its.
+        fn reader() -> LogWriter {
+            static READER: OnceLock<LogWriter> = OnceLock::new();
+            *READER.get_or_init(|| LogWriter::new(TAG))
+        }
+
+        /// Bytes a reader meets: anything, or a well-formed header (own stamp or foreign, any
+        /// skip and count, small counts likely) followed by anything.
+        fn stored(w: LogWriter) -> impl Strategy<Value = Vec<u8>> {
+            let any_bytes = proptest::collection::vec(any::<u8>(), 0..80);
+            let count = prop_oneof![0u64..6, any::<u64>()];
+            let headed = (any::<bool>(), any::<u64>(), count, any_bytes.clone()).prop_map(
+                move |(own, skip, count, events)| {
+                    let mut bytes = bare_header(w, own, count);
+                    bytes[5..13].copy_from_slice(&skip.to_le_bytes());
+                    bytes.extend(events);
+                    bytes
+                },
+            );
+            prop_oneof![any_bytes, headed]
+        }
+
+        /// What window, pattern and group_by do with a log that reads: decode the events one
+        /// by one, append one, cut the first, rewrite the header; then read it back.
+        fn edit<T>(w: LogWriter, mut bytes: Vec<u8>, new: T) -> Result<(), TestCaseError>
+        where
+            T: Serialize + DeserializeOwned + PartialEq + std::fmt::Debug + Clone,
+        {
+            let Ok(log) = w.read::<T>(Some(&bytes)) else {
+                return Ok(());
+            };
+            let (skip, count) = (log.skip, log.count);
+            let mut events = log.iter::<T>();
+            let first = events.next();
+            let cut = events.offset();
+            let rest: Result<Vec<T>, _> = events.collect();
+            let all = log.decode_all::<T>();
+            let (Some(Ok(_)), Ok(rest), Ok(all)) = (first, rest, all) else {
+                // Only a log of this writer is trusted without decoding; its events may not
+                // decode, and that is found when they are needed.
+                return Ok(());
+            };
+            prop_assert_eq!(all.len(), count);
+            w.append(&mut bytes, &new)
+                .map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+            w.cut(&mut bytes, cut);
+            w.set_header(&mut bytes, skip, count);
+            let back = LogWriter::new(TAG)
+                .read::<T>(Some(&bytes))
+                .map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+            let mut expected = rest;
+            expected.push(new);
+            prop_assert_eq!(back.decode_all::<T>().ok(), Some(expected));
+            Ok(())
+        }
+
+        proptest! {
+            #![proptest_config(ProptestConfig::with_cases(cases()))]
+
+            /// Any bytes, read as several event types: `Ok` or `Err`, never a panic or a hang;
+            /// a log that reads and decodes is edited as the operators edit it and reads back.
+            #[test]
+            fn any_bytes_read_as_a_log_and_edited(raw in stored(reader())) {
+                let w = reader();
+                let bytes = raw.clone();
+                within_10s(move || -> Result<(), TestCaseError> {
+                    edit::<String>(w, bytes.clone(), "new".into())?;
+                    edit::<(String, u64)>(w, bytes.clone(), ("k".into(), 7))?;
+                    edit::<u64>(w, bytes.clone(), 9)?;
+                    edit::<Option<u8>>(w, bytes.clone(), None)?;
+                    edit::<()>(w, bytes.clone(), ())?;
+                    edit::<Vec<u8>>(w, bytes, vec![1, 2])?;
+                    Ok(())
+                })?;
+                // Whoever wrote it, with any other tag the read is an error.
+                let other = LogWriter { tag: TAG ^ 0x80, stamp: w.stamp };
+                prop_assert!(other.read::<String>(Some(&raw)).is_err());
+            }
+
+            /// A log of arbitrary events, cut short, extended or with one byte changed, read by
+            /// another writer: an error, or exactly `count` events that decode.
+            #[test]
+            fn damaged_logs_read_as_errors_or_whole(
+                events in proptest::collection::vec(("[a-z\u{80}-\u{10ffff}]{0,6}", any::<u64>()), 0..8),
+                cut in any::<prop::sample::Index>(),
+                at in any::<prop::sample::Index>(),
+                byte in any::<u8>(),
+                extra in proptest::collection::vec(any::<u8>(), 0..4),
+                how in 0u8..3,
+            ) {
+                let (theirs, mine) = (LogWriter::new(TAG), LogWriter::new(TAG));
+                let mut bytes = Vec::new();
+                for e in &events {
+                    theirs.append(&mut bytes, e).unwrap();
+                }
+                theirs.set_header(&mut bytes, 0, events.len());
+                let whole = mine.read::<(String, u64)>(Some(&bytes)).unwrap();
+                prop_assert_eq!(whole.decode_all::<(String, u64)>().unwrap(), events.clone());
+                match how {
+                    0 => bytes.truncate(cut.index(bytes.len() + 1)),
+                    1 => bytes.extend(extra),
+                    _ => {
+                        let i = at.index(bytes.len());
+                        bytes[i] = byte;
+                    }
+                }
+                if let Ok(log) = mine.read::<(String, u64)>(Some(&bytes)) {
+                    let all = log.decode_all::<(String, u64)>();
+                    prop_assert!(all.is_ok_and(|all| all.len() == log.count));
+                }
+            }
+
+            /// Time logs: any bytes read as `Ok` or `Err`; for one that reads, any `now` and
+            /// window give a range inside it, and keeping that range and inserting `now` gives
+            /// a log that reads with one more time than the range.
+            #[test]
+            fn any_bytes_read_as_a_time_log(
+                raw in prop_oneof![
+                    proptest::collection::vec(any::<u8>(), 0..64),
+                    proptest::collection::vec(any::<u64>(), 0..8).prop_map(|ts| {
+                        let mut b = vec![TimeLog::TAG];
+                        ts.iter().for_each(|t| b.extend_from_slice(&t.to_le_bytes()));
+                        b
+                    }),
+                ],
+                now in prop_oneof![any::<u64>(), 0u64..100],
+                window in prop_oneof![any::<u64>(), 1u64..100],
+            ) {
+                let Ok(log) = TimeLog::read(Some(&raw)) else { return Ok(()); };
+                let keep = log.within(now, window);
+                prop_assert!(keep.start <= keep.end && keep.end <= log.len());
+                let at = log.insertion_point(keep.clone(), now);
+                prop_assert!(keep.contains(&at) || at == keep.end);
+                let mut bytes = raw.clone();
+                keep_times_and_insert(&mut bytes, keep.clone(), at, now);
+                let back = TimeLog::read(Some(&bytes)).map_err(|e| TestCaseError::fail(format!("{e:?}")))?;
+                prop_assert_eq!(back.len(), keep.len() + 1);
+            }
         }
     }
 }
