@@ -20,6 +20,10 @@ use crate::engine::own::OwnState;
 use crate::engine::timer::poll_timer;
 use crate::engine::{EventKey, KeyedState, StateIo, YieldBudget};
 
+/// The largest watermark while input lasts: `u64::MAX` is the end of input's, so a window
+/// whose end saturated at `u64::MAX` (it covers an event at `u64::MAX`) fires only then.
+const MAX_WATERMARK: u64 = u64::MAX - 1;
+
 /// What taking an event in changed: the index changes and how many window numbers it used.
 type AddOut = (Vec<IndexOp>, u64);
 /// What settling a window gave, with its index changes.
@@ -186,7 +190,7 @@ impl<T, E, F> Core<T, E, F> {
             let wm = self
                 .wm_at_last_input
                 .saturating_add(now - self.last_input_ms);
-            self.wm = self.wm.max(wm);
+            self.wm = self.wm.max(wm.min(MAX_WATERMARK));
         }
     }
 
@@ -194,7 +198,10 @@ impl<T, E, F> Core<T, E, F> {
     fn idle_deadline(&self) -> Option<u64> {
         let idle = self.idle?;
         let (first, _) = self.index.first_key_value()?;
-        let wait = first.deadline.saturating_sub(self.wm_at_last_input).max(idle);
+        let wait = first
+            .deadline
+            .saturating_sub(self.wm_at_last_input)
+            .max(idle);
         Some(self.last_input_ms.saturating_add(wait))
     }
 }
@@ -215,7 +222,7 @@ where
         };
         let t = (self.event_time)(&event);
         let now = self.keyed.now();
-        let candidate = t.saturating_sub(self.out_of_orderness);
+        let candidate = t.saturating_sub(self.out_of_orderness).min(MAX_WATERMARK);
         self.wm = if self.seen {
             self.wm.max(candidate)
         } else {
@@ -231,10 +238,12 @@ where
         }
         let mut ops = std::mem::take(&mut self.ops);
         ops.clear();
-        let io = self.own.transition(&mut self.keyed, &mut key, now, move |state| {
-            let (change, used) = take_in(state, ctx, t, event, &mut ops);
-            Ok((change, (ops, used)))
-        });
+        let io = self
+            .own
+            .transition(&mut self.keyed, &mut key, now, move |state| {
+                let (change, used) = take_in(state, ctx, t, event, &mut ops);
+                Ok((change, (ops, used)))
+            });
         Taken::Io(key, io)
     }
 
@@ -430,7 +439,11 @@ where
                         }
                         Poll::Pending => {
                             core.idle_advance(core.keyed.now());
-                            if core.index.first_key_value().is_some_and(|(e, _)| e.deadline <= core.wm) {
+                            if core
+                                .index
+                                .first_key_value()
+                                .is_some_and(|(e, _)| e.deadline <= core.wm)
+                            {
                                 continue;
                             }
                             let Some(deadline) = core.idle_deadline() else {

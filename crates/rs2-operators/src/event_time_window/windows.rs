@@ -22,7 +22,10 @@ pub(super) enum Spec {
 /// Each event is stored once, with its time, however many windows cover it (sliding windows
 /// overlap); a window's events are those whose time it covers, in arrival order.
 #[derive(Debug, Serialize, Deserialize)]
-#[serde(bound(serialize = "T: Serialize", deserialize = "T: serde::de::DeserializeOwned"))]
+#[serde(bound(
+    serialize = "T: Serialize",
+    deserialize = "T: serde::de::DeserializeOwned"
+))]
 pub(super) struct KeyWindows<T> {
     wins: Vec<Win>,
     events: Vec<(u64, T)>,
@@ -155,9 +158,15 @@ pub(super) fn take_in<T>(
                 if ctx.gone(end) {
                     continue;
                 }
-                match st.wins.iter_mut().find(|w| w.start == start && w.end == end) {
+                match st
+                    .wins
+                    .iter_mut()
+                    .find(|w| w.start == start && w.end == end)
+                {
                     Some(w) => {
-                        if w.fired {
+                        // A fired window fires again; a due one whose settling failed (a
+                        // backend error) is due again, with this event.
+                        if w.fired || w.end <= ctx.wm {
                             w.fired = false;
                             ops.push(IndexOp::Insert(ctx.fire_entry(w)));
                         }
@@ -208,7 +217,11 @@ pub(super) fn take_in<T>(
 #[derive(Debug)]
 pub(super) enum Settled<T> {
     /// The window fired: its bounds and events (arrival order).
-    Fired { start: u64, end: u64, events: Vec<T> },
+    Fired {
+        start: u64,
+        end: u64,
+        events: Vec<T>,
+    },
     /// Nothing to emit (purged without new events, or fired already).
     Quiet,
     /// The window is not in the key's state: it expired or was evicted from the store.
@@ -317,7 +330,10 @@ mod tests {
 
     #[test]
     fn a_tumbling_window_fires_once_then_purges_its_events() {
-        let spec = Spec::Aligned { size: 10, slide: 10 };
+        let spec = Spec::Aligned {
+            size: 10,
+            slide: 10,
+        };
         let mut state = None;
         let mut ops = Vec::new();
         take_in(&mut state, ctx(spec, 0, 0), 3, 'a', &mut ops);
@@ -325,7 +341,9 @@ mod tests {
         assert_eq!(ops.len(), 2);
         let (change, out) = settle(&mut state, ctx(spec, 10, 0), 0, &mut ops);
         assert!(matches!(change, Change::Store));
-        assert!(matches!(out, Settled::Fired { start: 0, end: 10, ref events } if events == &['a']));
+        assert!(
+            matches!(out, Settled::Fired { start: 0, end: 10, ref events } if events == &['a'])
+        );
         let st = state.as_ref().unwrap();
         assert_eq!((st.wins.len(), st.events.len()), (1, 1));
     }
@@ -342,6 +360,9 @@ mod tests {
         c.next_seq += take_in(&mut state, c, 4, 3, &mut ops).1;
         let st = state.as_ref().unwrap();
         assert_eq!(st.wins.len(), 1);
-        assert_eq!((st.wins[0].start, st.wins[0].end, st.wins[0].seq), (0, 13, 0));
+        assert_eq!(
+            (st.wins[0].start, st.wins[0].end, st.wins[0].seq),
+            (0, 13, 0)
+        );
     }
 }
