@@ -119,9 +119,9 @@ impl EventTimeWindow {
                  to none); use a slide of at most the size",
             ),
             Shape::Session { gap } if gap.is_zero() => Some("the session gap is zero"),
-            _ if self.idle_timeout.is_some_and(|d| d.is_zero()) => Some(
-                "the idle timeout is zero; use without_idle_timeout() for no idle rule",
-            ),
+            _ if self.idle_timeout.is_some_and(|d| d.is_zero()) => {
+                Some("the idle timeout is zero; use without_idle_timeout() for no idle rule")
+            }
             _ => None,
         };
         let spec = match self.shape {
@@ -279,7 +279,15 @@ macro_rules! event_time_stream {
                 f: F,
             ) -> Self {
                 Self {
-                    inner: inner(stream, config, key_extractor, event_time, window, f, $yield_late),
+                    inner: inner(
+                        stream,
+                        config,
+                        key_extractor,
+                        event_time,
+                        window,
+                        f,
+                        $yield_late,
+                    ),
                 }
             }
 
@@ -309,11 +317,10 @@ macro_rules! event_time_stream {
                 self: std::pin::Pin<&mut Self>,
                 cx: &mut std::task::Context<'_>,
             ) -> std::task::Poll<Option<Self::Item>> {
-                self.project().inner.poll_inner(cx).map(|item| {
-                    item.map(|r| {
-                        r.and_then(|$out| $map)
-                    })
-                })
+                self.project()
+                    .inner
+                    .poll_inner(cx)
+                    .map(|item| item.map(|r| r.and_then(|$out| $map)))
             }
         }
 
