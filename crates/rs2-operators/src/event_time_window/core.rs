@@ -24,6 +24,9 @@ use crate::engine::{EventKey, KeyedState, StateIo, YieldBudget};
 /// whose end saturated at `u64::MAX` (it covers an event at `u64::MAX`) fires only then.
 const MAX_WATERMARK: u64 = u64::MAX - 1;
 
+/// An item of the inner stream.
+pub(super) type Output<R, T> = StateResult<EventTimeOutput<R, T>>;
+
 /// What taking an event in changed: the index changes and how many window numbers it used.
 type AddOut = (Vec<IndexOp>, u64);
 /// What settling a window gave, with its index changes.
@@ -367,7 +370,7 @@ where
     pub fn poll_inner(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<StateResult<EventTimeOutput<R, S::Item>>>> {
+    ) -> Poll<Option<Output<R, S::Item>>> {
         let mut this = self.project();
         let core = this.core;
         let mut budget = YieldBudget::default();

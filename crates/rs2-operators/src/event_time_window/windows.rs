@@ -357,7 +357,8 @@ mod tests {
         c.next_seq += take_in(&mut state, c, 0, 1, &mut ops).1;
         c.next_seq += take_in(&mut state, c, 8, 2, &mut ops).1;
         assert_eq!(state.as_ref().unwrap().wins.len(), 2);
-        c.next_seq += take_in(&mut state, c, 4, 3, &mut ops).1;
+        let (_, used) = take_in(&mut state, c, 4, 3, &mut ops);
+        assert_eq!(used, 0, "a merge opens no window");
         let st = state.as_ref().unwrap();
         assert_eq!(st.wins.len(), 1);
         assert_eq!(
