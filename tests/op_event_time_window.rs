@@ -817,3 +817,77 @@ async fn the_stream_reports_its_watermark_and_is_debug_and_fused() {
     assert!(stream.is_terminated());
     assert!(stream.next().await.is_none());
 }
+
+#[tokio::test(start_paused = true)]
+async fn a_window_whose_state_expired_by_ttl_is_reported_when_due() {
+    let (tx, rx) = futures::channel::mpsc::unbounded::<Ev>();
+    for e in evs(&[("a", 1), ("b", 2)]) {
+        tx.unbounded_send(e).unwrap();
+    }
+    let config = roomy()
+        .ttl(Duration::from_millis(500))
+        .cleanup_interval(Duration::from_millis(100));
+    let window = EventTimeWindow::tumbling(Duration::from_millis(10)).without_idle_timeout();
+    let stream = rx.stateful_event_time_window_rs2(
+        config,
+        by_key,
+        time_of,
+        window,
+        |w: TimeWindow<Ev>, _: StateAccess| async move { fired(w) },
+    );
+    let mut stream = pin!(stream);
+    tokio::select! {
+        x = stream.next() => panic!("no window is due: {x:?}"),
+        () = tokio::time::sleep(Duration::from_secs(1)) => {}
+    }
+    // Both keys' state expired during the second of quiet. A new event of b starts b afresh
+    // (as for every operator, an expired key starts again as if new); a's window, which no
+    // event re-created, is reported when due.
+    tx.unbounded_send(Ev {
+        key: "b".into(),
+        t: 3,
+        id: 7,
+    })
+    .unwrap();
+    drop(tx);
+    let out: Vec<_> = no_hang(stream.collect::<Vec<_>>()).await;
+    assert_eq!(out.len(), 2, "{out:?}");
+    let err = out[0].as_ref().unwrap_err().to_string();
+    assert!(err.contains("'a'") && err.contains("ttl"), "{err}");
+    assert_eq!(out[1].as_ref().unwrap(), &("b".to_string(), 0, 10, vec![7]));
+}
+
+#[tokio::test(start_paused = true)]
+async fn pipelines_sharing_a_store_emit_every_event_once() {
+    let store = Arc::new(MapStore::default());
+    let list: Vec<(&str, u64)> = (0..120u64)
+        .map(|i| (["a", "b", "c"][i as usize % 3], i * 2))
+        .collect();
+    let events = evs(&list);
+    let (left, right): (Vec<Ev>, Vec<Ev>) = events.iter().cloned().partition(|e| e.id % 2 == 0);
+    let window = EventTimeWindow::tumbling(Duration::from_millis(25))
+        .max_out_of_orderness(Duration::from_millis(10));
+    let config = || roomy().with_custom_storage(store.clone());
+    let (l, r) = tokio::join!(run(config(), left, window), run(config(), right, window));
+    assert!(
+        l.errors.is_empty() && r.errors.is_empty(),
+        "{:?} {:?}",
+        l.errors,
+        r.errors
+    );
+    let mut ids: Vec<u32> = l
+        .windows
+        .iter()
+        .chain(&r.windows)
+        .flat_map(|w| w.3.clone())
+        .collect();
+    ids.extend(l.late.iter().chain(&r.late));
+    ids.sort_unstable();
+    assert_eq!(ids, (0..120).collect::<Vec<u32>>());
+    let keys: Vec<String> = store.0.lock().unwrap().keys().cloned().collect();
+    assert!(
+        keys.iter()
+            .all(|k| k.starts_with("event_time_window.user:")),
+        "{keys:?}"
+    );
+}

@@ -218,7 +218,10 @@ pin_project! {
     /// max_out_of_orderness + allowed_lateness` (for sessions, `gap + ...`), so the index holds
     /// at most the keys active in that span times `(size + max_out_of_orderness +
     /// allowed_lateness) / slide + 1` windows each. A window whose state expired (TTL) or was
-    /// evicted (`max_size`) before it was due yields an `Err` item naming the key.
+    /// evicted (`max_size`) before it was due yields an `Err` item naming the key (unless a
+    /// later event of the key started it afresh first). Pipelines sharing a custom store and
+    /// namespace share windows: the pipeline that opened a window fires it, with every
+    /// pipeline's events, by its own watermark.
     ///
     /// **Errors.** A zero size, slide or gap, `slide > size`, or a zero idle timeout, makes
     /// every event an `Err` item ([`StateError::Validation`]), as an invalid config does. A

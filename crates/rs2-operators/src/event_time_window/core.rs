@@ -272,7 +272,7 @@ where
         ops.clear();
         self.own
             .transition(&mut self.keyed, &mut storage_key, now, move |state| {
-                let (change, settled) = settle(state, ctx, entry.seq, &mut ops);
+                let (change, settled) = settle(state, ctx, entry.start, &mut ops);
                 Ok((change, (ops, settled)))
             })
     }
@@ -487,7 +487,7 @@ impl<S: Stream + std::fmt::Debug, K, E, F, Fut> std::fmt::Debug for Inner<S, K, 
             Phase::Running => "running",
             Phase::Done => "done",
         };
-        f.debug_struct("EventTimeWindow")
+        f.debug_struct("EventTimeDriver")
             .field("stream", &self.stream)
             .field("phase", &phase)
             .field("watermark", &self.core.watermark())

@@ -59,8 +59,8 @@ impl Win {
     }
 }
 
-/// An entry of the operator's index of windows: at watermark `deadline`, settle window `seq`
-/// (which starts at `start`) of the entry's key. Entries sort by deadline, then start, then
+/// An entry of the operator's index of windows: at watermark `deadline`, settle the entry's
+/// key's window starting at `start` (opened as number `seq`). Entries sort by deadline, then start, then
 /// open order: the order windows fire in.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub(super) struct Entry {
@@ -228,19 +228,21 @@ pub(super) enum Settled<T> {
     Missing,
 }
 
-/// Settles window `seq` of the key at watermark `ctx.wm`: fires it if its end has been reached
+/// Settles the key's window starting at `start` (a key's windows have distinct starts; the
+/// number is not matched, so a window another pipeline sharing the store opened is found too)
+/// at watermark `ctx.wm`: fires it if its end has been reached
 /// and it has events not emitted yet, and purges it (with the events no other window covers)
 /// once the watermark passed its end plus allowed lateness. Index changes go to `ops`.
 pub(super) fn settle<T: Clone>(
     state: &mut Option<KeyWindows<T>>,
     ctx: Ctx,
-    seq: u64,
+    start: u64,
     ops: &mut Vec<IndexOp>,
 ) -> (Change, Settled<T>) {
     let Some(st) = state else {
         return (Change::Keep, Settled::Missing);
     };
-    let Some(i) = st.wins.iter().position(|w| w.seq == seq) else {
+    let Some(i) = st.wins.iter().position(|w| w.start == start) else {
         return (Change::Keep, Settled::Missing);
     };
     let w = st.wins[i];
