@@ -297,6 +297,9 @@ where
                 events,
             })),
             Settled::Quiet => None,
+            // Purged already (by another pipeline sharing the store): its last firing had all
+            // its events, or an event since would have made it due before this.
+            Settled::Missing if entry.purge => None,
             Settled::Missing => Some(Err(StateError::storage_for(
                 &key,
                 format!(

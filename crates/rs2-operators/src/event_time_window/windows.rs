@@ -67,6 +67,9 @@ pub(super) struct Entry {
     pub deadline: u64,
     pub start: u64,
     pub seq: u64,
+    /// The purge of a fired window kept for allowed lateness (its deadline is its end plus the
+    /// lateness), rather than its firing.
+    pub purge: bool,
 }
 
 /// A change a transition makes to the index.
@@ -98,6 +101,7 @@ impl Ctx {
             deadline: w.end,
             start: w.start,
             seq: w.seq,
+            purge: false,
         }
     }
 
@@ -106,6 +110,7 @@ impl Ctx {
             deadline: w.end.saturating_add(self.lateness),
             start: w.start,
             seq: w.seq,
+            purge: true,
         }
     }
 
