@@ -803,6 +803,8 @@ async fn the_stream_reports_its_watermark_and_is_debug_and_fused() {
         window,
         |w: TimeWindow<Ev>, _: StateAccess| async move { fired(w) },
     );
+    fn is_send<T: Send>(_: &T) {}
+    is_send(&stream); // can be spawned
     let mut stream = pin!(stream);
     assert_eq!(stream.watermark(), None);
     let debug = format!("{:?}", stream.as_ref().get_ref());
