@@ -17,7 +17,7 @@ use crate::engine::{ceil_ms, KeyedState};
 mod core;
 mod windows;
 
-use self::core::{Core, Inner, Settings};
+use self::core::{Advanced, Basic, Core, Inner, Settings};
 use self::windows::Spec;
 
 /// The windows of an event-time window operator: their shape (tumbling, sliding or session),
@@ -110,7 +110,7 @@ impl EventTimeWindow {
     }
 
     /// The core's settings, with the reason when the spec is invalid.
-    fn settings(&self, yield_late: bool) -> Settings {
+    fn settings(&self) -> Settings {
         let problem = match self.shape {
             Shape::Sliding { size, .. } if size.is_zero() => Some("the window size is zero"),
             Shape::Sliding { slide, .. } if slide.is_zero() => Some("the slide is zero"),
@@ -143,7 +143,6 @@ impl EventTimeWindow {
                     "event_time_window operator: invalid EventTimeWindow {self:?}: {p}"
                 ))
             }),
-            yield_late,
         }
     }
 }
@@ -254,24 +253,16 @@ fn inner<S: Stream, K, E, F, Fut>(
     event_time: E,
     window: EventTimeWindow,
     f: F,
-    yield_late: bool,
 ) -> Inner<S, K, E, F, Fut> {
     let keyed = KeyedState::new(&config, "event_time_window");
     let own = OwnState::new(&config, &keyed);
     let user_state = KeyedState::new(&config, "event_time_window.user");
-    let core = Core::new(
-        window.settings(yield_late),
-        keyed,
-        own,
-        user_state,
-        event_time,
-        f,
-    );
+    let core = Core::new(window.settings(), keyed, own, user_state, event_time, f);
     Inner::new(stream, key_extractor, core)
 }
 
 macro_rules! event_time_stream {
-    ($name:ident, $yield_late:expr, $item:ty, |$out:ident| $map:expr) => {
+    ($name:ident, $mode:ty, $item:ty) => {
         impl<S: Stream, K, E, F, Fut> $name<S, K, E, F, Fut> {
             pub(crate) fn new(
                 stream: S,
@@ -282,15 +273,7 @@ macro_rules! event_time_stream {
                 f: F,
             ) -> Self {
                 Self {
-                    inner: inner(
-                        stream,
-                        config,
-                        key_extractor,
-                        event_time,
-                        window,
-                        f,
-                        $yield_late,
-                    ),
+                    inner: inner(stream, config, key_extractor, event_time, window, f),
                 }
             }
 
@@ -320,10 +303,7 @@ macro_rules! event_time_stream {
                 self: std::pin::Pin<&mut Self>,
                 cx: &mut std::task::Context<'_>,
             ) -> std::task::Poll<Option<Self::Item>> {
-                self.project()
-                    .inner
-                    .poll_inner(cx)
-                    .map(|item| item.map(|r| r.and_then(|$out| $map)))
+                self.project().inner.poll_inner::<$mode>(cx)
             }
         }
 
@@ -351,16 +331,9 @@ macro_rules! event_time_stream {
     };
 }
 
-event_time_stream!(StatefulEventTimeWindow, false, R, |out| match out {
-    EventTimeOutput::Window(r) => Ok(r),
-    // Never produced: the basic stream only counts late events.
-    EventTimeOutput::Late(_) => Err(StateError::Storage(
-        "event_time_window: a late event reached the basic stream".into()
-    )),
-});
+event_time_stream!(StatefulEventTimeWindow, Basic, R);
 event_time_stream!(
     StatefulEventTimeWindowAdvanced,
-    true,
-    EventTimeOutput<R, S::Item>,
-    |out| Ok(out)
+    Advanced,
+    EventTimeOutput<R, S::Item>
 );

@@ -24,8 +24,40 @@ use crate::engine::{EventKey, KeyedState, StateIo, YieldBudget};
 /// whose end saturated at `u64::MAX` (it covers an event at `u64::MAX`) fires only then.
 const MAX_WATERMARK: u64 = u64::MAX - 1;
 
-/// An item of the inner stream.
-pub(super) type Output<R, T> = StateResult<EventTimeOutput<R, T>>;
+/// What a public stream type makes of a fired window's output and of a late event.
+pub(super) trait Mode<R, T> {
+    type Item;
+    fn window(output: R) -> Self::Item;
+    /// `None`: the late event is only counted.
+    fn late(event: T) -> Option<Self::Item>;
+}
+
+/// [`StatefulEventTimeWindow`](super::StatefulEventTimeWindow): outputs; late events counted.
+pub(super) struct Basic;
+
+/// [`StatefulEventTimeWindowAdvanced`](super::StatefulEventTimeWindowAdvanced): outputs and
+/// late events.
+pub(super) struct Advanced;
+
+impl<R, T> Mode<R, T> for Basic {
+    type Item = R;
+    fn window(output: R) -> R {
+        output
+    }
+    fn late(_: T) -> Option<R> {
+        None
+    }
+}
+
+impl<R, T> Mode<R, T> for Advanced {
+    type Item = EventTimeOutput<R, T>;
+    fn window(output: R) -> Self::Item {
+        EventTimeOutput::Window(output)
+    }
+    fn late(event: T) -> Option<Self::Item> {
+        Some(EventTimeOutput::Late(event))
+    }
+}
 
 /// What taking an event in changed: the index changes and how many window numbers it used.
 type AddOut = (Vec<IndexOp>, u64);
@@ -60,8 +92,6 @@ pub(super) struct Core<T, E, F> {
     input_done: bool,
     /// Recycled between transitions.
     ops: Vec<IndexOp>,
-    /// Late events are yielded (the advanced stream) rather than only counted.
-    yield_late: bool,
     armed_for: Option<u64>,
 }
 
@@ -91,7 +121,6 @@ pub(super) struct Settings {
     pub out_of_orderness: u64,
     pub idle: Option<u64>,
     pub invalid: Option<StateError>,
-    pub yield_late: bool,
 }
 
 impl<T, E, F> Core<T, E, F> {
@@ -123,7 +152,6 @@ impl<T, E, F> Core<T, E, F> {
             late: 0,
             input_done: false,
             ops: Vec::new(),
-            yield_late: settings.yield_late,
             armed_for: None,
         }
     }
@@ -370,10 +398,10 @@ where
     Fut: Future<Output = R>,
 {
     /// `poll_next` of both streams: due windows first (in index order), then the input.
-    pub fn poll_inner(
+    pub fn poll_inner<M: Mode<R, S::Item>>(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
-    ) -> Poll<Option<Output<R, S::Item>>> {
+    ) -> Poll<Option<StateResult<M::Item>>> {
         let mut this = self.project();
         let core = this.core;
         let mut budget = YieldBudget::default();
@@ -392,7 +420,7 @@ where
                         return Poll::Pending;
                     };
                     this.running.set(None);
-                    return Poll::Ready(Some(Ok(EventTimeOutput::Window(out))));
+                    return Poll::Ready(Some(Ok(M::window(out))));
                 }
                 Phase::Adding(key, mut io) => {
                     let Poll::Ready(result) = Pin::new(&mut io).poll(cx) else {
@@ -465,8 +493,8 @@ where
                     };
                     match core.take(this.key_extractor, event) {
                         Taken::Late(event) => {
-                            if core.yield_late {
-                                return Poll::Ready(Some(Ok(EventTimeOutput::Late(event))));
+                            if let Some(item) = M::late(event) {
+                                return Poll::Ready(Some(Ok(item)));
                             }
                             if budget.spend(cx) {
                                 return Poll::Pending;
