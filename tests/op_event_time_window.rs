@@ -893,3 +893,88 @@ async fn pipelines_sharing_a_store_emit_every_event_once() {
         "{keys:?}"
     );
 }
+
+/// The stream returns `Pending` at least once before its end (a long ready input that yields
+/// nothing for a while gives the executor its thread back), and yields `expected` items.
+async fn yields_part_way<T>(mut stream: futures::stream::BoxStream<'static, T>, expected: usize) {
+    let (mut items, mut pendings) = (0, 0);
+    loop {
+        match futures::poll!(stream.next()) {
+            std::task::Poll::Ready(Some(_)) => items += 1,
+            std::task::Poll::Ready(None) => break,
+            std::task::Poll::Pending => {
+                pendings += 1;
+                tokio::task::yield_now().await;
+            }
+        }
+        assert!(pendings < 100_000, "no progress");
+    }
+    assert_eq!(items, expected);
+    assert!(
+        pendings > 0,
+        "ran the whole ready input without yielding once"
+    );
+}
+
+#[tokio::test]
+async fn buffering_and_dropping_late_events_yield_part_way() {
+    let n = 20_000u32;
+    let one_key = |t: u64, id: u32| Ev {
+        key: "a".into(),
+        t,
+        id,
+    };
+    // Every event buffered in one open window until the end.
+    let buffered: Vec<Ev> = (0..n).map(|i| one_key(u64::from(i), i)).collect();
+    let s = futures::stream::iter(buffered).stateful_event_time_window_rs2(
+        roomy(),
+        by_key,
+        time_of,
+        EventTimeWindow::tumbling(Duration::from_secs(3600)),
+        |w: TimeWindow<Ev>, _: StateAccess| async move { w.events.len() },
+    );
+    yields_part_way(s.boxed(), 1).await;
+    // After one event far ahead, every other event is late: counted, not yielded.
+    let late: Vec<Ev> = std::iter::once(one_key(10_000_000, 0))
+        .chain((1..n).map(|i| one_key(u64::from(i), i)))
+        .collect();
+    let s = futures::stream::iter(late).stateful_event_time_window_rs2(
+        roomy(),
+        by_key,
+        time_of,
+        EventTimeWindow::tumbling(Duration::from_millis(100)),
+        |w: TimeWindow<Ev>, _: StateAccess| async move { w.events.len() },
+    );
+    yields_part_way(s.boxed(), 1).await;
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_admission_store_gives_the_same_windows_as_the_default_one() {
+    use rs2::state::StateStorageType;
+    let list: Vec<(&str, u64)> = (0..300u64)
+        .map(|i| {
+            (
+                ["a", "b", "c", "d", "e"][(i * 7 % 5) as usize],
+                i * 3 - (i * 13 % 20).min(i * 3),
+            )
+        })
+        .collect();
+    let events = evs(&list);
+    let ms = Duration::from_millis;
+    for window in [
+        EventTimeWindow::sliding(ms(30), ms(10)).max_out_of_orderness(ms(8)),
+        EventTimeWindow::session(ms(7)).allowed_lateness(ms(15)),
+    ] {
+        let default = run(roomy(), events.clone(), window).await;
+        let admission = run(
+            roomy().storage_type(StateStorageType::InMemoryAdmission),
+            events.clone(),
+            window,
+        )
+        .await;
+        assert!(default.errors.is_empty() && admission.errors.is_empty());
+        assert!(!default.windows.is_empty());
+        assert_eq!(default.windows, admission.windows);
+        assert_eq!(default.late, admission.late);
+    }
+}
