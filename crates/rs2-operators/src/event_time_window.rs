@@ -15,9 +15,11 @@ use crate::engine::own::OwnState;
 use crate::engine::{ceil_ms, KeyedState};
 
 mod core;
+mod stream;
 mod windows;
 
-use self::core::{Advanced, Basic, Core, Inner, Settings};
+use self::core::{Core, Settings};
+use self::stream::{Advanced, Basic, Inner};
 use self::windows::Spec;
 
 /// The windows of an event-time window operator: their shape (tumbling, sliding or session),
