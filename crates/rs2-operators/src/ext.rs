@@ -214,6 +214,119 @@ pub trait StatefulStreamExt: Stream {
             f,
         )
     }
+    /// Per-key **event-time** windows: each event's time is `event_time(&event)` (ms since the
+    /// epoch); windows ([`EventTimeWindow`](crate::EventTimeWindow): tumbling, sliding or
+    /// session) fire when the stream's watermark (the largest event time seen minus
+    /// `max_out_of_orderness`) reaches their end, or when the input ends, so events arriving
+    /// out of order still land in the right window. The closure gets the
+    /// [`TimeWindow`](crate::TimeWindow) and the key's user state; its output is yielded as
+    /// `Ok`. Late events change nothing and are counted
+    /// ([`late_count`](crate::StatefulEventTimeWindow::late_count)); see
+    /// [`stateful_event_time_window_advanced_rs2`](Self::stateful_event_time_window_advanced_rs2)
+    /// to receive them, and [`StatefulEventTimeWindow`](crate::StatefulEventTimeWindow) for
+    /// allowed lateness, the idle rule, emission order, state and errors.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use std::time::Duration;
+    /// use futures::{stream, StreamExt};
+    /// use rs2_operators::{EventTimeWindow, StatefulStreamExt, TimeWindow};
+    /// use rs2_state_core::{StateAccess, StateConfig};
+    ///
+    /// // (user, time in ms, amount), slightly out of order.
+    /// let events = stream::iter([('a', 1_000u64, 5u32), ('a', 61_000, 1), ('a', 59_000, 2)]);
+    /// let sums: Vec<(String, u64, u32)> = events
+    ///     .stateful_event_time_window_rs2(
+    ///         StateConfig::new(),
+    ///         |e: &(char, u64, u32)| e.0.to_string(),
+    ///         |e: &(char, u64, u32)| e.1,
+    ///         EventTimeWindow::tumbling(Duration::from_secs(60))
+    ///             .max_out_of_orderness(Duration::from_secs(5)),
+    ///         |w: TimeWindow<(char, u64, u32)>, _state: StateAccess| async move {
+    ///             (w.key, w.start_ms, w.events.iter().map(|e| e.2).sum())
+    ///         },
+    ///     )
+    ///     .map(Result::unwrap)
+    ///     .collect()
+    ///     .await;
+    /// // The event at 59 s arrived after one at 61 s, within the 5 s allowed disorder.
+    /// assert_eq!(sums, [("a".into(), 0, 7), ("a".into(), 60_000, 1)]);
+    /// # }
+    /// ```
+    fn stateful_event_time_window_rs2<K, E, F, Fut, R>(
+        self,
+        config: StateConfig,
+        key_extractor: K,
+        event_time: E,
+        window: crate::EventTimeWindow,
+        f: F,
+    ) -> crate::StatefulEventTimeWindow<Self, K, E, F, Fut>
+    where
+        Self: Sized,
+        K: KeyExtractor<Self::Item>,
+        E: Fn(&Self::Item) -> u64,
+        F: FnMut(crate::TimeWindow<Self::Item>, StateAccess) -> Fut,
+        Fut: Future<Output = R>,
+        Self::Item: Serialize + DeserializeOwned + Clone + Send + 'static,
+    {
+        crate::StatefulEventTimeWindow::new(self, config, key_extractor, event_time, window, f)
+    }
+
+    /// [`stateful_event_time_window_rs2`](Self::stateful_event_time_window_rs2) that also
+    /// yields every late event where it arrived, as
+    /// [`EventTimeOutput::Late`](crate::EventTimeOutput::Late) (fired windows' outputs are
+    /// [`EventTimeOutput::Window`](crate::EventTimeOutput::Window)): the way to receive late
+    /// events, say to correct a report downstream or to log them.
+    ///
+    /// ```
+    /// # #[tokio::main(flavor = "current_thread")] async fn main() {
+    /// use std::time::Duration;
+    /// use futures::{stream, StreamExt};
+    /// use rs2_operators::{EventTimeOutput, EventTimeWindow, StatefulStreamExt, TimeWindow};
+    /// use rs2_state_core::{StateAccess, StateConfig};
+    ///
+    /// // Times in ms; the event at 5 arrives after the watermark passed 10.
+    /// let out: Vec<EventTimeOutput<usize, u64>> = stream::iter([1u64, 12, 5])
+    ///     .stateful_event_time_window_advanced_rs2(
+    ///         StateConfig::new(),
+    ///         |_: &u64| "k".to_string(),
+    ///         |t: &u64| *t,
+    ///         EventTimeWindow::tumbling(Duration::from_millis(10)),
+    ///         |w: TimeWindow<u64>, _state: StateAccess| async move { w.events.len() },
+    ///     )
+    ///     .map(Result::unwrap)
+    ///     .collect()
+    ///     .await;
+    /// use EventTimeOutput::*;
+    /// assert_eq!(out, [Window(1), Late(5), Window(1)]);
+    /// # }
+    /// ```
+    fn stateful_event_time_window_advanced_rs2<K, E, F, Fut, R>(
+        self,
+        config: StateConfig,
+        key_extractor: K,
+        event_time: E,
+        window: crate::EventTimeWindow,
+        f: F,
+    ) -> crate::StatefulEventTimeWindowAdvanced<Self, K, E, F, Fut>
+    where
+        Self: Sized,
+        K: KeyExtractor<Self::Item>,
+        E: Fn(&Self::Item) -> u64,
+        F: FnMut(crate::TimeWindow<Self::Item>, StateAccess) -> Fut,
+        Fut: Future<Output = R>,
+        Self::Item: Serialize + DeserializeOwned + Clone + Send + 'static,
+    {
+        crate::StatefulEventTimeWindowAdvanced::new(
+            self,
+            config,
+            key_extractor,
+            event_time,
+            window,
+            f,
+        )
+    }
+
     /// Per-key count **tumbling** windows: every `window_size` events of a key go to the
     /// closure as one window (oldest first), and its output is yielded as `Ok`. Events of an
     /// incomplete window at end of input are not emitted (see

@@ -16,6 +16,7 @@ use serde::de::DeserializeOwned;
 use serde::Serialize;
 use tokio::time::Sleep;
 
+use crate::engine::timer::poll_timer;
 use crate::engine::{ceil_ms, KeyedState, YieldBudget};
 
 mod groups;
@@ -156,47 +157,6 @@ where
             },
             key_extractor,
             f,
-        }
-    }
-}
-
-/// Polls the timer set for `deadline`, (re)setting it first if it is set for another one.
-/// `Ready` only once `deadline` has passed on the operator's clock.
-fn poll_timer(
-    mut timer: Pin<&mut Option<Sleep>>,
-    armed_for: &mut Option<u64>,
-    keyed: &KeyedState,
-    deadline: u64,
-    cx: &mut Context<'_>,
-) -> Poll<()> {
-    loop {
-        if *armed_for != Some(deadline) || timer.is_none() {
-            let now = keyed.now();
-            if now >= deadline {
-                return Poll::Ready(());
-            }
-            // `now` is whole milliseconds rounded down, so this instant is at or after
-            // `deadline` on the operator's clock.
-            let at = tokio::time::Instant::now() + Duration::from_millis(deadline - now);
-            match timer.as_mut().as_pin_mut() {
-                Some(sleep) => sleep.reset(at),
-                None => {
-                    if tokio::runtime::Handle::try_current().is_err() {
-                        return Poll::Pending; // no timer outside tokio: checked when polled
-                    }
-                    timer.set(Some(tokio::time::sleep_until(at)));
-                }
-            }
-            *armed_for = Some(deadline);
-        }
-        let Some(sleep) = timer.as_mut().as_pin_mut() else {
-            return Poll::Pending;
-        };
-        match sleep.poll(cx) {
-            Poll::Pending => return Poll::Pending,
-            Poll::Ready(()) if keyed.now() >= deadline => return Poll::Ready(()),
-            // Fired early by our clock's reckoning: set it again.
-            Poll::Ready(()) => *armed_for = None,
         }
     }
 }

@@ -10,6 +10,7 @@ mod accumulate;
 mod accumulate_par;
 mod dedup;
 mod engine;
+mod event_time_window;
 mod ext;
 mod filter;
 mod filter_par;
@@ -25,6 +26,10 @@ mod throttle;
 mod window;
 
 pub use dedup::StatefulDeduplicate;
+pub use event_time_window::{
+    EventTimeOutput, EventTimeWindow, StatefulEventTimeWindow, StatefulEventTimeWindowAdvanced,
+    TimeWindow,
+};
 pub use ext::StatefulStreamExt;
 pub use filter::StatefulFilter;
 pub use filter_par::StatefulFilterPar;

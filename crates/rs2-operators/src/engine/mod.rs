@@ -11,6 +11,7 @@
 //! * [`par`]: the keyed-concurrency engine behind the `_par` operators.
 //! * [`event_log`]: append-in-place byte layouts for operators that buffer events.
 //! * [`budget`]: the yield budget every operator loop spends from.
+//! * [`timer`]: the processing-time timer of operators that act while the input is idle.
 //!
 //! `docs/architecture.md` walks one event through these pieces.
 
@@ -20,6 +21,7 @@ pub(crate) mod event_log;
 pub(crate) mod keyed;
 pub(crate) mod own;
 pub(crate) mod par;
+pub(crate) mod timer;
 
 pub(crate) use budget::YieldBudget;
 pub(crate) use keyed::*;
