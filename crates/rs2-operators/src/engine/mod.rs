@@ -11,6 +11,7 @@
 //! * [`par`]: the keyed-concurrency engine behind the `_par` operators.
 //! * [`event_log`]: append-in-place byte layouts for operators that buffer events.
 //! * [`budget`]: the yield budget every operator loop spends from.
+//! * [`retry`]: the config's retry policy around a custom store, applied by [`keyed`].
 //!
 //! `docs/architecture.md` walks one event through these pieces.
 
@@ -20,6 +21,7 @@ pub(crate) mod event_log;
 pub(crate) mod keyed;
 pub(crate) mod own;
 pub(crate) mod par;
+pub(crate) mod retry;
 
 pub(crate) use budget::YieldBudget;
 pub(crate) use keyed::*;
