@@ -255,21 +255,28 @@ fn gave_up(err: StateError, retries: u32) -> StateError {
     }
 }
 
-/// The inner store's key lock, with what the transition read under it (`None` when the lock
-/// was taken without a read, by `lock_key`: its write cannot be compared, so it is not
-/// retried) and its lease. Taken out by `write_and_release`.
+/// The inner store's key lock, as handed out by the wrapper until `write_and_release` takes it.
 struct RetryLock {
-    held: Mutex<Option<(KeyLock, Option<Option<Vec<u8>>>, Duration)>>,
+    held: Mutex<Option<Held>>,
+}
+
+/// What a [`RetryLock`] holds.
+struct Held {
+    lock: KeyLock,
+    /// What the transition read under the lock (`None` when it was taken without a read, by
+    /// `lock_key`: its write cannot be compared, so it is not retried).
+    read: Option<Option<Vec<u8>>>,
+    lease: Duration,
 }
 
 impl RetryLock {
     fn wrap(lock: KeyLock, read: Option<Option<Vec<u8>>>, lease: Duration) -> KeyLock {
         KeyLock::new(RetryLock {
-            held: Mutex::new(Some((lock, read, lease))),
+            held: Mutex::new(Some(Held { lock, read, lease })),
         })
     }
 
-    fn take(&self) -> Option<(KeyLock, Option<Option<Vec<u8>>>, Duration)> {
+    fn take(&self) -> Option<Held> {
         self.held
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
@@ -281,7 +288,7 @@ impl RetryLock {
 impl HeldLock for RetryLock {
     async fn release(self: Box<Self>) -> StateResult<()> {
         match self.take() {
-            Some((lock, _, _)) => lock.release().await,
+            Some(held) => held.lock.release().await,
             None => Ok(()),
         }
     }
@@ -371,7 +378,11 @@ impl StateStorage for RetryingStorage {
         ttl: Option<Duration>,
     ) -> StateResult<()> {
         let taken = lock.downcast_ref::<RetryLock>().map(RetryLock::take);
-        let (inner_lock, read, lease) = match taken {
+        let Held {
+            lock: inner,
+            read,
+            lease,
+        } = match taken {
             Some(Some(held)) => held,
             Some(None) => {
                 return Err(StateError::storage_for(
@@ -386,7 +397,7 @@ impl StateStorage for RetryingStorage {
             }
         };
         drop(lock);
-        let call = self.inner.write_and_release(key, inner_lock, write, ttl);
+        let call = self.inner.write_and_release(key, inner, write, ttl);
         match self.attempt(key, "write_and_release", call).await {
             Ok(()) => Ok(()),
             Err(err) => match read {
