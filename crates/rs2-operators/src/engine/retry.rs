@@ -7,6 +7,7 @@
 
 use std::future::Future;
 use std::sync::{Arc, Mutex, PoisonError};
+use std::task::Poll;
 use std::time::Duration;
 
 use rs2_state_core::{
@@ -60,6 +61,12 @@ impl RetryingStorage {
         what: &str,
         call: impl Future<Output = StateResult<T>>,
     ) -> StateResult<T> {
+        // A call done on its first poll (an in-process store behind the async methods) needs
+        // no timer: skip the runtime lookup and the clock read.
+        let mut call = std::pin::pin!(call);
+        if let Poll::Ready(result) = futures::poll!(call.as_mut()) {
+            return result;
+        }
         if tokio::runtime::Handle::try_current().is_err() {
             return call.await;
         }
@@ -90,7 +97,11 @@ impl RetryingStorage {
         if let Some(hook) = &self.on_retry {
             hook(key, err);
         }
-        tokio::time::sleep(self.policy.backoff(n)).await;
+        let wait = self.policy.backoff(n);
+        // tokio rounds even a zero sleep up to its next millisecond tick.
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
     }
 
     /// Makes `call` until it succeeds, fails for good, or the retries run out.
