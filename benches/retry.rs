@@ -7,7 +7,6 @@
 //! default policy's waits (10 ms, then 20 ms) add real time to each retried call on top.
 //! Run: `cargo bench -p rs2-benches --bench retry -- --warm-up-time 1 --measurement-time 3`.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Duration;
 
