@@ -175,7 +175,10 @@ impl RedisState {
         self
     }
 
-    /// This store with `policy` for requests that fail because the server cannot be reached.
+    /// This store with `policy` for requests that fail because the server cannot be reached
+    /// (the default is [`default_retry_policy`]). The policy's `call_timeout` is not used here:
+    /// the connection has response timeouts of its own. Operators apply their config's
+    /// `StateConfig::retry` on top, to what the store still reports after its own retries.
     pub fn with_retry(mut self, policy: RetryPolicy) -> RedisState {
         self.retry = policy;
         self
