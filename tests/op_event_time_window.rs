@@ -13,8 +13,8 @@ use futures::stream::FusedStream;
 use futures::StreamExt;
 use proptest::prelude::*;
 use rs2::state::{
-    EventTimeOutput, EventTimeWindow, StateAccess, StateConfig, StateError, StatefulStreamExt,
-    TimeWindow,
+    EventTimeOutput, EventTimeWindow, RetryPolicy, StateAccess, StateConfig, StateError,
+    StatefulStreamExt, TimeWindow,
 };
 use rs2_state_testkit::FaultyStorage;
 use rs2_suite::{no_hang, roomy, Backend, MapStore};
@@ -681,7 +681,9 @@ async fn a_window_evicted_by_max_size_is_reported_not_lost_silently() {
 #[tokio::test(start_paused = true)]
 async fn a_failing_backend_yields_errors_naming_keys_and_loses_no_event_silently() {
     let store = Arc::new(FaultyStorage::new(MapStore::default()).fail_fraction(0.2, 7));
-    let config = roomy().with_custom_storage(store.clone());
+    let config = roomy()
+        .with_custom_storage(store.clone())
+        .retry(RetryPolicy::none());
     let keys = ["k0", "k1", "k2", "k3", "k4"];
     let list: Vec<(&str, u64)> = (0..200u64).map(|i| (keys[i as usize % 5], i * 3)).collect();
     let events = evs(&list);
@@ -719,7 +721,9 @@ async fn one_failed_call_costs_one_error_and_only_that_keys_events() {
     ]);
     for n in 1..=20 {
         let store = Arc::new(FaultyStorage::new(MapStore::default()).fail_call(n));
-        let config = roomy().with_custom_storage(store.clone());
+        let config = roomy()
+            .with_custom_storage(store.clone())
+            .retry(RetryPolicy::none());
         let window = EventTimeWindow::tumbling(Duration::from_millis(10));
         let got = run(config, events.clone(), window).await;
         if store.injected() == 0 {

@@ -826,7 +826,11 @@ fn one_key_events(n: u32, arm: impl Fn() + 'static) -> impl Stream<Item = Ev> {
 async fn a_failed_read_of_one_entry_keeps_the_group_and_retries_it() {
     use std::sync::atomic::Ordering;
     let store = Arc::new(FlakyFirstChunk::default());
-    let config = roomy().with_custom_storage(store.clone());
+    // Retries off: the one failed read must reach the operator (the default policy would
+    // retry it and the group would be emitted whole, first time).
+    let config = roomy()
+        .with_custom_storage(store.clone())
+        .retry(rs2::state::RetryPolicy::none());
     let armed = store.clone();
     let out: Vec<_> = no_hang(
         one_key_events(130, move || armed.failing.store(1, Ordering::Release))

@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{StateError, StateResult};
+use crate::retry::RetryPolicy;
 use crate::storage::StateStorage;
 
 /// Which backend holds the state.
@@ -38,6 +39,37 @@ pub enum StateStorageType {
 /// * `max_size`: the most entries the store holds; writing a new key into a full store evicts
 ///   the least recently used entry first. `None` means unbounded.
 ///
+/// # Retries
+///
+/// `retry` ([`RetryPolicy`], set with [`retry`](Self::retry)) says how operators retry a
+/// **custom store**'s calls that fail for a transient reason. The default: **2 retries, after
+/// 10 ms then 20 ms, each call cut after 30 s** (use [`RetryPolicy::none`] to see every
+/// failure). The in-memory stores, and any store whose values live in this process (one with
+/// `as_local`, such as an `InMemoryState` or a durable store passed as custom storage), are
+/// called directly: they have no network to ride out.
+///
+/// * **Retried:** a `StateError::Storage` error, or an attempt cut by the call timeout (which
+///   becomes a `Storage` error naming the key and the timeout), of a call that is safe to
+///   make again: `get`, `get_many`, `exists`, `delete`, `set`, `set_with_ttl`, `set_many`,
+///   `clear`, `lock_key` and `lock_and_get` (a lock taken by an attempt whose reply was lost is
+///   freed when that attempt is dropped, for an in-process lock, or when its lease ends, for a
+///   server-held one: the retry waits for it, at most the operators' 30 s lease). Waiting for
+///   a lock another pipeline holds counts toward the call timeout.
+/// * **The write that ends a state transition** (`write_and_release`) is retried as a
+///   compare-and-set: the key is locked and read again; if it still holds what the transition
+///   read, the write is made again; if it already holds the transition's result (the failed
+///   attempt's write was applied and only its reply lost), that counts as done; if another
+///   writer changed it, the event gets an `Err` and the other writer's value is kept. (A
+///   value equal to the transition's result is taken as this write's, whoever wrote it.)
+/// * **`update` / `update_with_ttl`** (behind `StateAccess::update`) run their function once:
+///   an attempt is retried only if it failed before the function ran; once it has run, a
+///   failure (or a cut attempt, whose write may or may not have been applied) is returned.
+/// * **Never retried:** `Serialization` (undecodable state is left as it is), `Validation` and
+///   `KeyExtraction` errors: trying again gives the same answer.
+///
+/// Backoff waits and call timeouts use tokio's timer (they follow paused time in tests); a
+/// custom store must be used on a tokio runtime with its timer enabled.
+///
 /// ```
 /// use std::time::Duration;
 /// use rs2_state_core::{StateConfig, StateStorageType};
@@ -64,6 +96,8 @@ pub struct StateConfig {
     /// Optional prefix for every key this config's operators write, so several pipelines can
     /// share one custom store without seeing each other's state.
     pub namespace: Option<String>,
+    /// How operators retry a custom store's transient failures (see [Retries](#retries)).
+    pub retry: RetryPolicy,
 }
 
 impl fmt::Debug for StateConfig {
@@ -78,12 +112,14 @@ impl fmt::Debug for StateConfig {
                 &self.custom_storage.as_ref().map(|_| "dyn StateStorage"),
             )
             .field("namespace", &self.namespace)
+            .field("retry", &self.retry)
             .finish()
     }
 }
 
 impl Default for StateConfig {
-    /// In memory, 1 hour TTL, cleanup every 5 minutes, at most 100,000 entries.
+    /// In memory, 1 hour TTL, cleanup every 5 minutes, at most 100,000 entries, the default
+    /// [`RetryPolicy`].
     fn default() -> Self {
         Self {
             storage_type: StateStorageType::InMemory,
@@ -92,6 +128,7 @@ impl Default for StateConfig {
             max_size: Some(100_000),
             custom_storage: None,
             namespace: None,
+            retry: RetryPolicy::default(),
         }
     }
 }
@@ -140,6 +177,24 @@ impl StateConfig {
         self
     }
 
+    /// Sets how operators retry a custom store's transient failures (see
+    /// [Retries](#retries)).
+    ///
+    /// ```
+    /// use std::time::Duration;
+    /// use rs2_state_core::{RetryPolicy, StateConfig};
+    ///
+    /// let config = StateConfig::new().retry(
+    ///     RetryPolicy::new(5, Duration::from_millis(20), Duration::from_secs(1))
+    ///         .with_call_timeout(Duration::from_secs(2)),
+    /// );
+    /// assert_eq!(config.retry.max_retries(), 5);
+    /// ```
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.retry = policy;
+        self
+    }
+
     /// Checks the settings; the error says which one is wrong and what a valid one is.
     pub fn validate(&self) -> StateResult<()> {
         if self.ttl.is_zero() {
@@ -158,6 +213,13 @@ impl StateConfig {
         if self.max_size == Some(0) {
             return Err(StateError::Validation(
                 "max_size cannot be zero; use None (or usize::MAX) for an unbounded store".into(),
+            ));
+        }
+        if self.retry.call_timeout().is_zero() {
+            return Err(StateError::Validation(
+                "retry policy's call timeout cannot be zero (every call would time out); use \
+                 RetryPolicy::with_call_timeout with a positive duration, e.g. 30 s"
+                    .into(),
             ));
         }
         match (self.storage_type, self.custom_storage.is_some()) {
@@ -277,9 +339,40 @@ impl StateConfigBuilder {
         self
     }
 
+    /// Sets how operators retry a custom store's transient failures (see
+    /// [`StateConfig::retry`]).
+    pub fn retry(mut self, policy: RetryPolicy) -> Self {
+        self.config.retry = policy;
+        self
+    }
+
     /// Validates and returns the config; see [`StateConfig::validate`] for the rules.
     pub fn build(self) -> StateResult<StateConfig> {
         self.config.validate()?;
         Ok(self.config)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn retry_defaults_and_setters() {
+        assert_eq!(StateConfig::new().retry, RetryPolicy::default());
+        assert_eq!(StateConfigs::session().retry, RetryPolicy::default());
+        let policy = RetryPolicy::new(4, Duration::from_millis(1), Duration::from_millis(8));
+        assert_eq!(StateConfig::new().retry(policy).retry, policy);
+        let built = StateConfigBuilder::new().retry(policy).build().unwrap();
+        assert_eq!(built.retry, policy);
+    }
+
+    #[test]
+    fn zero_call_timeout_is_a_validation_error() {
+        let policy = RetryPolicy::default().with_call_timeout(Duration::ZERO);
+        let err = StateConfigBuilder::new().retry(policy).build().unwrap_err();
+        assert!(err.is_validation());
+        assert!(err.to_string().contains("call timeout"), "{err}");
+        assert!(StateConfig::new().retry(policy).validate().is_err());
     }
 }

@@ -71,7 +71,7 @@ use rs2_state_core::{
 
 use batch::{Batcher, Op, OpKind};
 use conn::Conn;
-pub use conn::RetryPolicy;
+pub use conn::{default_retry_policy, RetryPolicy};
 
 /// The lease of the lock an [`update`](StateStorage::update) holds around its closure.
 const UPDATE_LEASE: Duration = Duration::from_secs(30);
@@ -157,7 +157,7 @@ impl RedisState {
             batcher,
             conn,
             prefix: "rs2:".into(),
-            retry: RetryPolicy::default(),
+            retry: default_retry_policy(),
         }
     }
 
@@ -175,7 +175,10 @@ impl RedisState {
         self
     }
 
-    /// This store with `policy` for requests that fail because the server cannot be reached.
+    /// This store with `policy` for requests that fail because the server cannot be reached
+    /// (the default is [`default_retry_policy`]). The policy's `call_timeout` is not used here:
+    /// the connection has response timeouts of its own. Operators apply their config's
+    /// `StateConfig::retry` on top, to what the store still reports after its own retries.
     pub fn with_retry(mut self, policy: RetryPolicy) -> RedisState {
         self.retry = policy;
         self
@@ -203,33 +206,30 @@ impl RedisState {
 
     /// Sends `cmd`, retrying as the policy says.
     async fn query<T: redis::FromRedisValue>(&self, key: &str, cmd: &redis::Cmd) -> StateResult<T> {
-        self.retry
-            .run(|| {
-                let mut conn = self.conn.clone();
-                async move { cmd.query_async(&mut conn).await }
-            })
-            .await
-            .map_err(|e| redis_error(key, e))
+        conn::run(&self.retry, || {
+            let mut conn = self.conn.clone();
+            async move { cmd.query_async(&mut conn).await }
+        })
+        .await
+        .map_err(|e| redis_error(key, e))
     }
 
     /// Sends a lock or write request (with others waiting, on a standalone server), retrying
     /// as the policy says.
     async fn send_op(&self, key: &str, op: Op) -> StateResult<(i64, Value)> {
         let op = Arc::new(op);
-        let (status, datum) = self
-            .retry
-            .run(|| {
-                let op = Arc::clone(&op);
-                let mut conn = self.conn.clone();
-                async move {
-                    match &self.batcher {
-                        Some(batcher) => batcher.call(op).await,
-                        None => batch::call_one(&mut conn, &op).await,
-                    }
+        let (status, datum) = conn::run(&self.retry, || {
+            let op = Arc::clone(&op);
+            let mut conn = self.conn.clone();
+            async move {
+                match &self.batcher {
+                    Some(batcher) => batcher.call(op).await,
+                    None => batch::call_one(&mut conn, &op).await,
                 }
-            })
-            .await
-            .map_err(|e| redis_error(key, e))?;
+            }
+        })
+        .await
+        .map_err(|e| redis_error(key, e))?;
         match status {
             0 | 1 => Ok((status, datum)),
             _ => Err(StateError::storage_for(
@@ -392,15 +392,13 @@ impl RedisState {
             let (next, keys): (u64, Vec<String>) = match &node {
                 None => self.query(&self.prefix, &scan).await?,
                 Some((conn, routing)) => {
-                    let reply = self
-                        .retry
-                        .run(|| {
-                            let mut conn = (*conn).clone();
-                            let (scan, routing) = (scan.clone(), routing.clone());
-                            async move { conn.route_command(scan, routing).await }
-                        })
-                        .await
-                        .map_err(|e| redis_error(&self.prefix, e))?;
+                    let reply = conn::run(&self.retry, || {
+                        let mut conn = (*conn).clone();
+                        let (scan, routing) = (scan.clone(), routing.clone());
+                        async move { conn.route_command(scan, routing).await }
+                    })
+                    .await
+                    .map_err(|e| redis_error(&self.prefix, e))?;
                     redis::from_redis_value(reply)
                         .map_err(|e| redis_error(&self.prefix, e.into()))?
                 }
@@ -532,14 +530,13 @@ impl StateStorage for RedisState {
             }
             set.ignore();
         }
-        self.retry
-            .run(|| {
-                let mut conn = self.conn.clone();
-                let batch = &batch;
-                async move { batch.query_async::<()>(&mut conn).await }
-            })
-            .await
-            .map_err(|e| redis_error(entries[0].0, e))
+        conn::run(&self.retry, || {
+            let mut conn = self.conn.clone();
+            let batch = &batch;
+            async move { batch.query_async::<()>(&mut conn).await }
+        })
+        .await
+        .map_err(|e| redis_error(entries[0].0, e))
     }
 
     async fn lock_key(&self, key: &str, lease: Duration) -> StateResult<KeyLock> {
@@ -594,15 +591,14 @@ impl HeldLock for RedisLock {
     async fn release(self: Box<Self>) -> StateResult<()> {
         let mut invocation = scripts::RELEASE.key(&self.lock_key);
         invocation.arg(&self.token);
-        self.retry
-            .run(|| {
-                let mut conn = self.conn.clone();
-                let invocation = &invocation;
-                async move { invocation.invoke_async::<i64>(&mut conn).await }
-            })
-            .await
-            .map(drop)
-            .map_err(|e| redis_error(&self.lock_key, e))
+        conn::run(&self.retry, || {
+            let mut conn = self.conn.clone();
+            let invocation = &invocation;
+            async move { invocation.invoke_async::<i64>(&mut conn).await }
+        })
+        .await
+        .map(drop)
+        .map_err(|e| redis_error(&self.lock_key, e))
     }
 
     fn as_any(&self) -> Option<&(dyn std::any::Any + Send + Sync)> {

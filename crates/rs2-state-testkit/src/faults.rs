@@ -28,7 +28,7 @@ use rs2_state_core::{
 /// use std::sync::Arc;
 /// use futures::{stream, StreamExt};
 /// use rs2_operators::StatefulStreamExt;
-/// use rs2_state_core::{StateAccess, StateConfig};
+/// use rs2_state_core::{RetryPolicy, StateAccess, StateConfig};
 /// use rs2_state_testkit::FaultyStorage;
 ///
 /// # #[tokio::main(flavor = "current_thread")] async fn main() {
@@ -41,7 +41,10 @@ use rs2_state_core::{
 /// #   async fn clear(&self) -> rs2_state_core::StateResult<()> { self.0.lock().unwrap().clear(); Ok(()) }
 /// # }
 /// let store = Arc::new(FaultyStorage::new(Map::default()).fail_call(3));
-/// let config = StateConfig::new().with_custom_storage(store.clone());
+/// // Retries off, so the fault reaches the operator (by default it would be retried).
+/// let config = StateConfig::new()
+///     .with_custom_storage(store.clone())
+///     .retry(RetryPolicy::none());
 /// let out: Vec<_> = stream::iter(["a", "a", "a"])
 ///     .stateful_fold_rs2(config, |k: &&str| k.to_string(), 0u64,
 ///         |n, _k, _s: StateAccess| async move { n + 1 })

@@ -11,7 +11,7 @@ use std::time::Duration;
 
 use futures::channel::mpsc::unbounded;
 use futures::StreamExt;
-use rs2::state::{StateAccess, StateConfig, StatefulStreamExt};
+use rs2::state::{RetryPolicy, StateAccess, StateConfig, StatefulStreamExt};
 use rs2_state_testkit::FaultyStorage;
 use rs2_suite::MapStore;
 
@@ -37,6 +37,7 @@ async fn join_arrivals_yield_their_pairs_or_one_error_under_faults() {
         );
         let config = StateConfig::new()
             .ttl(DAY)
+            .retry(RetryPolicy::none()) // every injected fault reaches the join
             .with_custom_storage(store.clone());
         let (ltx, lrx) = unbounded::<Ev>();
         let (rtx, rrx) = unbounded::<Ev>();

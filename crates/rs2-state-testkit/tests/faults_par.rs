@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{stream, StreamExt};
-use rs2::state::{Codec, Postcard, StateAccess, StateConfig, StatefulStreamExt};
+use rs2::state::{Codec, Postcard, RetryPolicy, StateAccess, StateConfig, StatefulStreamExt};
 use rs2_state_testkit::FaultyStorage;
 use rs2_suite::{no_hang, MapStore};
 
@@ -25,7 +25,10 @@ type Store = Arc<FaultyStorage<MapStore>>;
 /// The one place the tests' config is built (a retry policy, when there is one, must be off
 /// here: these tests count the faults they inject).
 fn config(store: &Store) -> StateConfig {
-    StateConfig::new().with_custom_storage(store.clone())
+    // Retries off: every injected fault reaches the operator.
+    StateConfig::new()
+        .with_custom_storage(store.clone())
+        .retry(RetryPolicy::none())
 }
 
 /// Each mix of faults, seeded by `seed`; every mix but the first adds latency, so events of

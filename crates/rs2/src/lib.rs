@@ -46,9 +46,10 @@ pub mod state {
     #[cfg(feature = "durable")]
     pub use rs2_state_durable::{Durability, DurableState, DurableStateBuilder};
     pub use rs2_state_memory::{AdmissionState, CreateStorage, InMemoryState, StateClock};
-    /// Keyed state in Redis, shared by every replica of a pipeline (feature `redis`).
+    /// Keyed state in Redis, shared by every replica of a pipeline (feature `redis`). Its
+    /// `RetryPolicy` is core's, re-exported above.
     #[cfg(feature = "redis")]
-    pub use rs2_state_redis::{RedisState, RetryPolicy};
+    pub use rs2_state_redis::{default_retry_policy, RedisState};
 }
 
 /// Stream combinators (`map`, `filter`, `for_each`, `collect`, ...).

@@ -92,7 +92,11 @@ impl KeyedState {
                         .as_deref()
                         .map(|n| format!("{n}/"))
                         .unwrap_or_default();
-                    (Arc::clone(custom), format!("{ns}{op}:"), false)
+                    // Every call of this operator and its closures' `StateAccess` goes through
+                    // the config's retry policy (an in-process store is left as it is).
+                    let retrying =
+                        super::retry::RetryingStorage::wrap(Arc::clone(custom), config.retry);
+                    (retrying, format!("{ns}{op}:"), false)
                 }
                 (StateStorageType::InMemoryAdmission, _) => {
                     (Arc::new(AdmissionState::new(config)), String::new(), false)

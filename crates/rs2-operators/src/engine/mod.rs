@@ -12,6 +12,7 @@
 //! * [`event_log`]: append-in-place byte layouts for operators that buffer events.
 //! * [`budget`]: the yield budget every operator loop spends from.
 //! * [`timer`]: the processing-time timer of operators that act while the input is idle.
+//! * [`retry`]: the config's retry policy around a custom store, applied by [`keyed`].
 //!
 //! `docs/architecture.md` walks one event through these pieces.
 
@@ -21,6 +22,7 @@ pub(crate) mod event_log;
 pub(crate) mod keyed;
 pub(crate) mod own;
 pub(crate) mod par;
+pub(crate) mod retry;
 pub(crate) mod timer;
 
 pub(crate) use budget::YieldBudget;
