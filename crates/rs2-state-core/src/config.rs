@@ -5,6 +5,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{StateError, StateResult};
+use crate::stats::StateStats;
 use crate::storage::StateStorage;
 
 /// Which backend holds the state.
@@ -64,6 +65,9 @@ pub struct StateConfig {
     /// Optional prefix for every key this config's operators write, so several pipelines can
     /// share one custom store without seeing each other's state.
     pub namespace: Option<String>,
+    /// Where this config's operators report their figures (`None`: each operator stream keeps
+    /// a handle of its own, read with its `stats()`). See [`stats`](Self::stats).
+    pub stats: Option<StateStats>,
 }
 
 impl fmt::Debug for StateConfig {
@@ -78,6 +82,7 @@ impl fmt::Debug for StateConfig {
                 &self.custom_storage.as_ref().map(|_| "dyn StateStorage"),
             )
             .field("namespace", &self.namespace)
+            .field("stats", &self.stats)
             .finish()
     }
 }
@@ -92,6 +97,7 @@ impl Default for StateConfig {
             max_size: Some(100_000),
             custom_storage: None,
             namespace: None,
+            stats: None,
         }
     }
 }
@@ -137,6 +143,22 @@ impl StateConfig {
     /// pipelines share one custom store).
     pub fn namespace(mut self, namespace: impl Into<String>) -> Self {
         self.namespace = Some(namespace.into());
+        self
+    }
+
+    /// Reports the figures of every operator built with this config (and its clones) into
+    /// `stats`, so pipelines given the same handle add into one set of figures (a store they
+    /// share counts once). Without it, each operator stream keeps its own handle.
+    ///
+    /// ```
+    /// use rs2_state_core::{StateConfig, StateStats};
+    ///
+    /// let stats = StateStats::new();
+    /// let config = StateConfig::new().stats(stats.clone());
+    /// assert!(config.stats.as_ref().is_some_and(|s| s.same_handle(&stats)));
+    /// ```
+    pub fn stats(mut self, stats: StateStats) -> Self {
+        self.stats = Some(stats);
         self
     }
 

@@ -10,6 +10,7 @@ mod codec;
 mod config;
 mod error;
 mod key;
+mod stats;
 mod storage;
 
 pub use access::{SharedStorage, StateAccess};
@@ -17,6 +18,7 @@ pub use codec::{Codec, Postcard};
 pub use config::{StateConfig, StateConfigBuilder, StateConfigs, StateStorageType};
 pub use error::{KeyDisplay, StateError, StateResult};
 pub use key::{CustomKeyExtractor, FieldKeyExtractor, KeyExtractor};
+pub use stats::{Counter, StateStats, StatsCounters, StatsSnapshot, StatsSource};
 pub use storage::{
     HeldLock, KeyLock, LocalModifyFn, LocalStorage, LocalUpdateFn, LockedWrite, StateStorage,
     UpdateFn, ValueChange,
