@@ -1,7 +1,7 @@
 //! `InMemoryState`: a sharded hash table of values with an exact, global LRU bound.
 
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -9,8 +9,8 @@ use std::collections::hash_map::RandomState;
 
 use hashbrown::HashTable;
 use rs2_state_core::{
-    async_trait, KeyLock, LocalModifyFn, LocalStorage, LocalUpdateFn, StateConfig, StateResult,
-    StateStorage, UpdateFn, ValueChange,
+    async_trait, Counter, KeyLock, LocalModifyFn, LocalStorage, LocalUpdateFn, StateConfig,
+    StateResult, StateStorage, StatsSnapshot, StatsSource, UpdateFn, ValueChange,
 };
 
 use crate::clock::StateClock;
@@ -95,8 +95,9 @@ struct Inner {
     /// `max(1, max_size / 2)`, capped at [`MAX_MOVE_AFTER`]; `None` when unbounded (nothing is
     /// evicted, so the order is never consulted).
     move_after: Option<u32>,
-    /// Keys held (mirrors the recency list, readable without its lock).
-    len: AtomicUsize,
+    /// The store's figures; `stats.entries` mirrors the recency list's length (readable
+    /// without its lock).
+    stats: Arc<MemoryStats>,
     max_size: Option<usize>,
     clock: StateClock,
     ttl_ms: u64,
@@ -172,7 +173,7 @@ impl InMemoryState {
             ops: AtomicU64::new(0),
             restamped_at: AtomicU64::new(0),
             move_after: max_size.map(|n| (n / 2).clamp(1, MAX_MOVE_AFTER as usize) as u32),
-            len: AtomicUsize::new(0),
+            stats: Arc::default(),
             max_size,
             clock,
             // A TTL past u64 milliseconds (585 million years) saturates to "never".
@@ -193,7 +194,31 @@ impl InMemoryState {
 
     /// Number of keys held (expired ones included until the next cleanup).
     pub fn len(&self) -> usize {
-        self.inner.len.load(Ordering::Relaxed)
+        self.inner.stats.entries.get() as usize
+    }
+
+    /// The store's figures now: entries, hits and misses (reads, `exists` and read-modify-writes
+    /// that found a live value or not), writes, evictions (for `max_size`) and expirations
+    /// (expired values dropped by a cleanup pass or replaced by a write). `bytes` is not
+    /// known (`None`). Counting costs an increment under a lock the operation holds anyway.
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// use rs2_state_core::{StateConfig, StateStorage};
+    /// use rs2_state_memory::InMemoryState;
+    ///
+    /// let store = InMemoryState::new(&StateConfig::new().max_size(1));
+    /// store.set("a", b"1").await.unwrap();
+    /// store.set("b", b"2").await.unwrap(); // evicts "a"
+    /// assert_eq!(store.get("a").await.unwrap(), None);
+    /// let s = store.stats();
+    /// assert_eq!((s.entries, s.writes, s.evictions, s.hits, s.misses), (1, 2, 1, 0, 1));
+    /// # });
+    /// ```
+    pub fn stats(&self) -> StatsSnapshot {
+        let mut s = StatsSnapshot::default();
+        self.inner.stats.add_to(&mut s);
+        s
     }
 
     /// Whether the store holds no keys.
@@ -336,12 +361,13 @@ impl LockedStore<'_> {
                     {
                         entry.remove();
                     }
+                    inner.stats.evictions.add_unshared(1);
                 }
             }
         }
         // Shard locks are held: readers see the count no older than the stamps (`Inner::ops`).
         inner.ops.store(self.recency.ops(), Ordering::Relaxed);
-        inner.len.store(self.recency.len(), Ordering::Relaxed);
+        inner.stats.entries.set(self.recency.len() as u64);
     }
 }
 
@@ -350,6 +376,75 @@ impl Drop for LockedStore<'_> {
         // Shards first: a due restamp locks them itself (under the recency lock, still held).
         self.shards.clear();
         self.inner.maybe_restamp(&self.recency);
+    }
+}
+
+/// An [`InMemoryState`]'s figures. Each shard's counters are written only under that shard's
+/// lock and the store-wide ones only under the recency lock, so counting is a plain increment
+/// (no atomic read-modify-write); readers load them without locking.
+#[derive(Default)]
+struct MemoryStats {
+    shards: [ShardCounts; SHARDS],
+    /// Under the recency lock.
+    evictions: Counter,
+    /// Expired entries removed by cleanup passes (under the recency lock).
+    cleaned: Counter,
+    entries: Counter,
+}
+
+/// One shard's counters, on a cache line of their own so shards written by different threads
+/// do not share one.
+#[derive(Default)]
+#[repr(align(64))]
+struct ShardCounts {
+    hits: Counter,
+    misses: Counter,
+    writes: Counter,
+    /// Expired values replaced by a write.
+    replaced_expired: Counter,
+}
+
+impl ShardCounts {
+    /// A read of a value that was live or not (`reads`: whether the operation read at all).
+    #[inline]
+    fn read(&self, reads: bool, live: bool) {
+        if reads {
+            if live {
+                self.hits.add_unshared(1);
+            } else {
+                self.misses.add_unshared(1);
+            }
+        }
+    }
+
+    /// A write over an entry that was live or had expired.
+    #[inline]
+    fn written(&self, live: bool) {
+        self.writes.add_unshared(1);
+        if !live {
+            self.replaced_expired.add_unshared(1);
+        }
+    }
+}
+
+impl StatsSource for MemoryStats {
+    fn add_to(&self, s: &mut StatsSnapshot) {
+        s.entries = s.entries.saturating_add(self.entries.get());
+        s.evictions = s.evictions.saturating_add(self.evictions.get());
+        s.expirations = s.expirations.saturating_add(self.cleaned.get());
+        for shard in &self.shards {
+            s.hits = s.hits.saturating_add(shard.hits.get());
+            s.misses = s.misses.saturating_add(shard.misses.get());
+            s.writes = s.writes.saturating_add(shard.writes.get());
+            s.expirations = s.expirations.saturating_add(shard.replaced_expired.get());
+        }
+    }
+}
+
+impl Drop for Inner {
+    /// A handle may outlive the store: its entries are gone, its counts stay.
+    fn drop(&mut self) {
+        self.stats.entries.set(0);
     }
 }
 
@@ -457,13 +552,20 @@ impl Inner {
             Ordering::Relaxed,
         );
         let mut recency = lock(&self.recency);
+        let mut expired = 0u64;
         for shard in self.shards.iter() {
             let mut shard = lock(shard);
             for entry in shard.extract_if(|e| !e.live(now)) {
                 recency.remove(entry.node);
+                expired += 1;
             }
         }
-        self.len.store(recency.len(), Ordering::Relaxed);
+        self.stats.entries.set(recency.len() as u64);
+        drop(recency);
+        if expired > 0 {
+            self.stats.cleaned.add(expired);
+            tracing::debug!(target: "rs2::store", expired, "in-memory store: cleanup pass");
+        }
     }
 
     fn maybe_cleanup(&self, now: u64) {
@@ -486,22 +588,26 @@ impl Inner {
     /// Stores what `produce` makes of the key's live value. An existing key takes only its
     /// shard lock; a new key takes the recency lock too, and the store evicts down to
     /// `max_size` before returning.
-    fn write_with(
+    fn write_with<P: Produce>(
         &self,
         hash: u64,
         key: &str,
         now: u64,
-        mut produce: impl Produce,
+        mut produce: P,
     ) -> StateResult<()> {
         let expires_at_ms = now.saturating_add(self.ttl_ms);
         let to_move = {
             let mut shard = self.shard(hash);
             match shard.find_mut(hash, |e| e.is(key)) {
                 Some(entry) => {
-                    let current = entry.live(now).then(|| entry.value.as_slice());
+                    let live = entry.live(now);
+                    let current = live.then(|| entry.value.as_slice());
+                    let counts = &self.stats.shards[shard_index(hash)];
+                    counts.read(P::READS, live);
                     let bytes = produce.produce(current)?;
                     entry.value.set(bytes);
                     entry.expires_at_ms = expires_at_ms;
+                    counts.written(live);
                     Some(self.note_use(entry))
                 }
                 None => None,
@@ -518,21 +624,25 @@ impl Inner {
     /// Stores what `produce` makes of a key that was not in its shard a moment ago. Takes the
     /// recency lock, then the shard's, and looks again, since another writer may have inserted
     /// the key meanwhile; then inserts it and evicts down to `max_size` before returning.
-    fn insert_new(
+    fn insert_new<P: Produce>(
         &self,
         hash: u64,
         key: &str,
         now: u64,
-        mut produce: impl Produce,
+        mut produce: P,
     ) -> StateResult<()> {
         let expires_at_ms = now.saturating_add(self.ttl_ms);
         let mut recency = lock(&self.recency);
         let mut shard = self.shard(hash);
+        let counts = &self.stats.shards[shard_index(hash)];
         if let Some(entry) = shard.find_mut(hash, |e| e.is(key)) {
-            let current = entry.live(now).then(|| entry.value.as_slice());
+            let live = entry.live(now);
+            let current = live.then(|| entry.value.as_slice());
+            counts.read(P::READS, live);
             let bytes = produce.produce(current)?;
             entry.value.set(bytes);
             entry.expires_at_ms = expires_at_ms;
+            counts.written(live);
             // Both locks are held, so move and stamp it exactly (no age check needed: this
             // path is rare, a race between two first writes of one key).
             recency.move_to_back(entry.node, hash);
@@ -542,7 +652,9 @@ impl Inner {
             self.maybe_restamp(&recency);
             return Ok(());
         }
+        counts.read(P::READS, false);
         let value = Value::new(produce.produce(None)?);
+        counts.writes.add_unshared(1);
         let node = recency.push_back(hash);
         // Published before the entry (see `Inner::ops`).
         self.ops.store(recency.ops(), Ordering::Relaxed);
@@ -569,9 +681,12 @@ impl Inner {
                 {
                     entry.remove();
                 }
+                // Under the recency lock: one writer.
+                self.stats.evictions.add_unshared(1);
+                tracing::trace!(target: "rs2::store", max_size = max, "in-memory store: evicted the least recently used key");
             }
         }
-        self.len.store(recency.len(), Ordering::Relaxed);
+        self.stats.entries.set(recency.len() as u64);
         self.maybe_restamp(&recency);
         drop(recency);
         self.maybe_cleanup(now);
@@ -581,12 +696,15 @@ impl Inner {
 
 /// The new value of a write: given bytes, or computed from the current value.
 trait Produce {
+    /// Whether the write reads the current value (a read-modify-write: a hit or a miss).
+    const READS: bool;
     fn produce(&mut self, current: Option<&[u8]>) -> StateResult<&[u8]>;
 }
 
 struct Bytes<'a>(&'a [u8]);
 
 impl Produce for Bytes<'_> {
+    const READS: bool = false;
     #[inline]
     fn produce(&mut self, _current: Option<&[u8]>) -> StateResult<&[u8]> {
         Ok(self.0)
@@ -599,6 +717,7 @@ struct Computed<'a, 'f> {
 }
 
 impl Produce for Computed<'_, '_> {
+    const READS: bool = true;
     fn produce(&mut self, current: Option<&[u8]>) -> StateResult<&[u8]> {
         self.buf.clear();
         (self.f)(current, self.buf)?;
@@ -615,12 +734,17 @@ impl LocalStorage for InMemoryState {
     fn read(&self, hash: u64, key: &str, now_ms: u64, f: &mut dyn FnMut(&[u8])) -> bool {
         let node = {
             let mut shard = self.inner.shard(hash);
+            let counts = &self.inner.stats.shards[shard_index(hash)];
             match shard.find_mut(hash, |e| e.is(key)) {
                 Some(entry) if entry.live(now_ms) => {
+                    counts.hits.add_unshared(1);
                     f(entry.value.as_slice());
                     self.inner.note_use(entry)
                 }
-                _ => return false,
+                _ => {
+                    counts.misses.add_unshared(1);
+                    return false;
+                }
             }
         };
         if let Some(node) = node {
@@ -660,7 +784,9 @@ impl LocalStorage for InMemoryState {
         let inner = &self.inner;
         let (change, to_move) = {
             let mut shard = inner.shard(hash);
+            let counts = &inner.stats.shards[shard_index(hash)];
             let Some(entry) = shard.find_mut(hash, |e| e.is(key)) else {
+                counts.misses.add_unshared(1);
                 drop(shard);
                 scratch.clear();
                 let change = f(scratch, false)?;
@@ -670,6 +796,7 @@ impl LocalStorage for InMemoryState {
                 return Ok(change);
             };
             let live = entry.live(now_ms);
+            counts.read(true, live);
             let change = match &mut entry.value {
                 Value::Heap(bytes) => {
                     if !live {
@@ -693,6 +820,7 @@ impl LocalStorage for InMemoryState {
             let to_move = match change {
                 ValueChange::Store => {
                     entry.expires_at_ms = now_ms.saturating_add(inner.ttl_ms);
+                    counts.written(live);
                     inner.note_use(entry)
                 }
                 ValueChange::Keep if live => inner.note_use(entry),
@@ -722,7 +850,7 @@ impl LocalStorage for InMemoryState {
         let mut shard = self.inner.shard(hash);
         if let Ok(entry) = shard.find_entry(hash, |e| e.is(key)) {
             recency.remove(entry.remove().0.node);
-            self.inner.len.store(recency.len(), Ordering::Relaxed);
+            self.inner.stats.entries.set(recency.len() as u64);
         }
     }
 
@@ -766,7 +894,7 @@ impl StateStorage for InMemoryState {
             lock(shard).clear();
         }
         recency.clear();
-        self.inner.len.store(0, Ordering::Relaxed);
+        self.inner.stats.entries.set(0);
         Ok(())
     }
 
@@ -795,6 +923,11 @@ impl StateStorage for InMemoryState {
 
     fn as_local(&self) -> Option<&dyn LocalStorage> {
         Some(self)
+    }
+
+    /// The store's figures ([`InMemoryState::stats`]); clones share them.
+    fn stats_source(&self) -> Option<Arc<dyn StatsSource>> {
+        Some(Arc::clone(&self.inner.stats) as Arc<dyn StatsSource>)
     }
 }
 
