@@ -164,6 +164,7 @@ impl<S1: Stream, S2: Stream, K1, K2, F, Fut> StatefulJoin<S1, S2, K1, K2, F, Fut
         window: Duration,
         f: F,
     ) -> Self {
+        let config = crate::engine::with_stats(&config);
         let max_buffer = config
             .max_size
             .filter(|&n| n != usize::MAX)
@@ -192,6 +193,14 @@ impl<S1: Stream, S2: Stream, K1, K2, F, Fut> StatefulJoin<S1, S2, K1, K2, F, Fut
     /// Buffered events dropped so far because a key's buffer was full.
     pub fn dropped(&self) -> u64 {
         self.dropped
+    }
+
+    /// This operator's figures, readable while the stream runs (clone the handle before
+    /// consuming the stream): its stores' entries, hits, misses, writes, evictions and
+    /// expirations. The config's handle ([`StateConfig::stats`]) if it has one, else the
+    /// operator's own.
+    pub fn stats(&self) -> rs2_state_core::StateStats {
+        self.keyed.stats().clone()
     }
 }
 
@@ -236,6 +245,8 @@ where
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let mut this = self.project();
+        let span = this.keyed.span().clone();
+        let _entered = span.enter();
         let mut budget = YieldBudget::default();
         loop {
             if let Some(fut) = this.pending.as_mut().as_pin_mut() {

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::codec::{Codec, Postcard};
 use crate::error::{StateError, StateResult};
+use crate::stats::StateStats;
 use crate::storage::{LocalStorage, StateStorage};
 
 /// A shared storage handle.
@@ -77,6 +78,8 @@ struct Inner {
     /// Whether `get` hid a failure; later writes through this access are then refused.
     read_failed: AtomicBool,
     read_error: Mutex<Option<StateError>>,
+    /// Where failed calls are counted (`errors`).
+    stats: Option<StateStats>,
 }
 
 impl Inner {
@@ -92,6 +95,7 @@ impl Inner {
             error,
             read_failed: AtomicBool::new(false),
             read_error: Mutex::new(None),
+            stats: None,
         }
     }
 }
@@ -202,6 +206,7 @@ impl<C: Codec> StateAccess<C> {
                 let mut inner = Inner::new(None, std::mem::take(storage_key), None);
                 inner.storage = Some(Arc::clone(storage));
                 inner.ttl = self.inner.ttl;
+                inner.stats = self.inner.stats.clone();
                 inner.key_start = key_start;
                 *inner.hash.get_mut() = hash.unwrap_or(0);
                 *inner.hashed.get_mut() = hash.is_some();
@@ -240,10 +245,44 @@ impl<C: Codec> StateAccess<C> {
                 inner.key_start = old.key_start;
                 inner.now_ms = old.now_ms;
                 inner.ttl = ttl;
+                inner.stats = old.stats.clone();
                 self = Self::from_inner(inner);
             }
         }
         self
+    }
+
+    /// The same access counting each failed call (`try_get`, `set`, `update`, `try_exists`,
+    /// `delete`, and `get` / `exists` failing open) as an error in `stats`. Operators set
+    /// their stats handle. Clones made before this call keep their own setting.
+    pub fn with_stats(mut self, stats: Option<StateStats>) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.stats = stats,
+            None => {
+                let old = &self.inner;
+                let mut inner = Inner::new(
+                    old.storage.clone(),
+                    old.storage_key.clone(),
+                    old.error.clone(),
+                );
+                inner.key_start = old.key_start;
+                inner.now_ms = old.now_ms;
+                inner.ttl = old.ttl;
+                inner.stats = stats;
+                self = Self::from_inner(inner);
+            }
+        }
+        self
+    }
+
+    /// Counts `result`'s error, if any, in the access's stats handle.
+    fn counted<T>(&self, result: StateResult<T>) -> StateResult<T> {
+        if result.is_err() {
+            if let Some(stats) = &self.inner.stats {
+                stats.counters().errors.add(1);
+            }
+        }
+        result
     }
 
     /// The time to live this access's writes carry (see [`with_ttl`](Self::with_ttl)).
@@ -349,6 +388,10 @@ impl<C: Codec> StateAccess<C> {
 
     /// The key's state, `Ok(None)` if it has none, or the backend or decode error.
     pub async fn try_get<S: DeserializeOwned>(&self) -> StateResult<Option<S>> {
+        self.counted(self.try_get_uncounted().await)
+    }
+
+    async fn try_get_uncounted<S: DeserializeOwned>(&self) -> StateResult<Option<S>> {
         let storage = self.storage()?;
         if let Some(local) = storage.as_local() {
             let mut value = None;
@@ -374,6 +417,10 @@ impl<C: Codec> StateAccess<C> {
 
     /// Stores `value` as the key's state (its TTL starts again).
     pub async fn set<S: Serialize + ?Sized>(&self, value: &S) -> StateResult<()> {
+        self.counted(self.set_uncounted(value).await)
+    }
+
+    async fn set_uncounted<S: Serialize + ?Sized>(&self, value: &S) -> StateResult<()> {
         let storage = self.storage()?;
         self.check_writable()?;
         if let Some(local) = storage.as_local() {
@@ -401,6 +448,14 @@ impl<C: Codec> StateAccess<C> {
     /// `f` runs exactly once (unless reading the current state fails, in which case it does
     /// not run and nothing is written).
     pub async fn update<S, F>(&self, f: F) -> StateResult<S>
+    where
+        S: Serialize + DeserializeOwned + Send,
+        F: FnOnce(Option<S>) -> S + Send,
+    {
+        self.counted(self.update_uncounted(f).await)
+    }
+
+    async fn update_uncounted<S, F>(&self, f: F) -> StateResult<S>
     where
         S: Serialize + DeserializeOwned + Send,
         F: FnOnce(Option<S>) -> S + Send,
@@ -477,6 +532,10 @@ impl<C: Codec> StateAccess<C> {
 
     /// Whether the key has live state, or the backend's error (naming the key).
     pub async fn try_exists(&self) -> StateResult<bool> {
+        self.counted(self.try_exists_uncounted().await)
+    }
+
+    async fn try_exists_uncounted(&self) -> StateResult<bool> {
         let storage = self.storage()?;
         if let Some(local) = storage.as_local() {
             return local
@@ -491,6 +550,10 @@ impl<C: Codec> StateAccess<C> {
 
     /// Removes the key's state. This also lifts a write block left by a failed `get`.
     pub async fn delete(&self) -> StateResult<()> {
+        self.counted(self.delete_uncounted().await)
+    }
+
+    async fn delete_uncounted(&self) -> StateResult<()> {
         let storage = self.storage()?;
         match storage.as_local() {
             Some(local) => local

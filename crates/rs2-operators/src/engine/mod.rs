@@ -11,6 +11,9 @@
 //! * [`par`]: the keyed-concurrency engine behind the `_par` operators.
 //! * [`event_log`]: append-in-place byte layouts for operators that buffer events.
 //! * [`budget`]: the yield budget every operator loop spends from.
+//! * [`observe`]: each operator's figures (a `StateStats` handle its stores feed; a custom
+//!   store without figures of its own is counted by a wrapper), its `tracing` span and its
+//!   error events.
 //!
 //! `docs/architecture.md` walks one event through these pieces.
 
@@ -18,9 +21,11 @@ pub(crate) mod budget;
 pub(crate) mod driver;
 pub(crate) mod event_log;
 pub(crate) mod keyed;
+pub(crate) mod observe;
 pub(crate) mod own;
 pub(crate) mod par;
 
 pub(crate) use budget::YieldBudget;
 pub(crate) use keyed::*;
+pub(crate) use observe::with_stats;
 pub(crate) use par::{KeyedPar, ParStart, ParStep, Turn};
