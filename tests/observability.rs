@@ -26,15 +26,26 @@ async fn map_counts_a_write_per_event_and_a_miss_per_new_key() {
         StateConfig::new(),
         key,
         |e, state: StateAccess| async move {
-            state.update(|n: Option<u64>| n.unwrap_or(0) + 1).await.unwrap();
+            state
+                .update(|n: Option<u64>| n.unwrap_or(0) + 1)
+                .await
+                .unwrap();
             e
         },
     );
     let stats = pipeline.stats();
-    assert_eq!(stats.snapshot(), StatsSnapshot::default(), "nothing before the first event");
+    assert_eq!(
+        stats.snapshot(),
+        StatsSnapshot::default(),
+        "nothing before the first event"
+    );
     assert_eq!(pipeline.count().await, 100);
     let s = stats.snapshot();
-    assert_eq!((s.writes, s.entries), (100, 0), "the store went with the stream: {s}");
+    assert_eq!(
+        (s.writes, s.entries),
+        (100, 0),
+        "the store went with the stream: {s}"
+    );
     // Each update read the key first: a miss for each key's first event, a hit after.
     assert_eq!((s.misses, s.hits, s.errors), (10, 90, 0), "{s}");
     assert_eq!(s.hit_rate(), Some(0.9));
@@ -44,9 +55,13 @@ async fn map_counts_a_write_per_event_and_a_miss_per_new_key() {
 async fn entries_are_what_the_store_holds_while_it_runs() {
     let (tx, rx) = tokio::sync::mpsc::unbounded_channel::<String>();
     let input = stream::unfold(rx, |mut rx| async move { rx.recv().await.map(|e| (e, rx)) });
-    let pipeline = input.stateful_fold_rs2(StateConfig::new(), key, 0u64, |n, _e, _s| async move {
-        n + 1
-    });
+    let pipeline =
+        input.stateful_fold_rs2(
+            StateConfig::new(),
+            key,
+            0u64,
+            |n, _e, _s| async move { n + 1 },
+        );
     let stats = pipeline.stats();
     let (done_tx, mut done_rx) = tokio::sync::mpsc::unbounded_channel();
     let task = tokio::spawn(pipeline.for_each(move |item| {
@@ -63,7 +78,11 @@ async fn entries_are_what_the_store_holds_while_it_runs() {
     }
     // Read from this task while the pipeline's task is still running.
     let s = stats.snapshot();
-    assert_eq!((s.entries, s.writes, s.misses, s.hits), (3, 30, 3, 27), "{s}");
+    assert_eq!(
+        (s.entries, s.writes, s.misses, s.hits),
+        (3, 30, 3, 27),
+        "{s}"
+    );
     for e in events(10, 5) {
         tx.send(e).unwrap();
     }
@@ -75,15 +94,19 @@ async fn entries_are_what_the_store_holds_while_it_runs() {
     drop(tx);
     task.await.unwrap();
     let s = stats.snapshot();
-    assert_eq!((s.entries, s.writes), (0, 40), "counts outlive the pipeline: {s}");
+    assert_eq!(
+        (s.entries, s.writes),
+        (0, 40),
+        "counts outlive the pipeline: {s}"
+    );
 }
 
 #[tokio::test]
 async fn a_size_bound_counts_each_eviction() {
     let config = StateConfig::new().max_size(10);
-    let pipeline = stream::iter(events(25, 25)).stateful_fold_rs2(config, key, 0u64, |n, _, _| async move {
-        n + 1
-    });
+    let pipeline =
+        stream::iter(events(25, 25))
+            .stateful_fold_rs2(config, key, 0u64, |n, _, _| async move { n + 1 });
     let stats = pipeline.stats();
     let counts: Vec<_> = pipeline.collect().await;
     assert!(counts.iter().all(Result::is_ok));
@@ -127,7 +150,11 @@ async fn expired_state_is_counted_once_by_a_cleanup_pass_or_by_the_write_replaci
     );
     let stats = pipeline.stats();
     let out: Vec<&str> = pipeline.map(Result::unwrap).collect().await;
-    assert_eq!(out, ["a", "b", "c", "a"], "the markers expired with the config's TTL");
+    assert_eq!(
+        out,
+        ["a", "b", "c", "a"],
+        "the markers expired with the config's TTL"
+    );
     let s = stats.snapshot();
     assert_eq!((s.expirations, s.writes), (3, 4), "{s}");
 
@@ -149,9 +176,12 @@ async fn expired_state_is_counted_once_by_a_cleanup_pass_or_by_the_write_replaci
 #[tokio::test]
 async fn a_failing_store_is_counted_as_errors_per_event_and_per_closure_call() {
     let failing = StateConfig::new().with_custom_storage(Arc::new(FailingStore));
-    let fold = stream::iter(events(7, 3)).stateful_fold_rs2(failing.clone(), key, 0u64, |n, _, _| async move {
-        n + 1
-    });
+    let fold = stream::iter(events(7, 3)).stateful_fold_rs2(
+        failing.clone(),
+        key,
+        0u64,
+        |n, _, _| async move { n + 1 },
+    );
     let stats = fold.stats();
     let items: Vec<_> = fold.collect().await;
     assert!(items.iter().all(Result::is_err));
@@ -160,10 +190,14 @@ async fn a_failing_store_is_counted_as_errors_per_event_and_per_closure_call() {
 
     // map yields no Err items: its closure's failed StateAccess calls are the errors, `get`
     // (which fails open, reading `None`) included.
-    let map = stream::iter(events(5, 5)).stateful_map_rs2(failing, key, |_e, state: StateAccess| async move {
-        let seen: Option<u64> = state.get().await;
-        (seen, state.set(&1u64).await.is_err())
-    });
+    let map = stream::iter(events(5, 5)).stateful_map_rs2(
+        failing,
+        key,
+        |_e, state: StateAccess| async move {
+            let seen: Option<u64> = state.get().await;
+            (seen, state.set(&1u64).await.is_err())
+        },
+    );
     let stats = map.stats();
     let out: Vec<_> = map.collect().await;
     assert!(out.iter().all(|(seen, failed)| seen.is_none() && *failed));
@@ -174,11 +208,17 @@ async fn a_failing_store_is_counted_as_errors_per_event_and_per_closure_call() {
 async fn a_store_without_figures_of_its_own_is_counted_by_the_operator() {
     let store = Arc::new(MapStore::default());
     let config = StateConfig::new().with_custom_storage(store.clone());
-    let fold = stream::iter(events(20, 4)).stateful_fold_rs2(config, key, 0u64, |n, _, _| async move {
-        n + 1
-    });
+    let fold = stream::iter(events(20, 4)).stateful_fold_rs2(
+        config,
+        key,
+        0u64,
+        |n, _, _| async move { n + 1 },
+    );
     let stats = fold.stats();
-    assert_eq!(fold.filter(|r| std::future::ready(r.is_ok())).count().await, 20);
+    assert_eq!(
+        fold.filter(|r| std::future::ready(r.is_ok())).count().await,
+        20
+    );
     let s = stats.snapshot();
     assert_eq!((s.writes, s.misses, s.hits), (20, 4, 16), "{s}");
     assert_eq!(s.entries, 0, "not known for such a store");
@@ -191,29 +231,43 @@ async fn a_shared_store_is_counted_once_and_pipelines_sharing_a_handle_add_up() 
     let config = StateConfig::new()
         .stats(stats.clone())
         .with_custom_storage(store.clone());
-    let fold = stream::iter(events(12, 4)).stateful_fold_rs2(config.clone(), key, 0u64, |n, _, _| async move {
-        n + 1
-    });
-    let dedup = stream::iter(events(12, 6)).stateful_deduplicate_rs2(config, key, Duration::from_secs(60));
+    let fold = stream::iter(events(12, 4)).stateful_fold_rs2(
+        config.clone(),
+        key,
+        0u64,
+        |n, _, _| async move { n + 1 },
+    );
+    let dedup =
+        stream::iter(events(12, 6)).stateful_deduplicate_rs2(config, key, Duration::from_secs(60));
     assert!(fold.stats().same_handle(&stats) && dedup.stats().same_handle(&stats));
     let (a, b) = futures::join!(fold.count(), dedup.count());
     assert_eq!((a, b), (12, 6));
     // Two operators, one store: the handle's figures are the store's, not twice them.
     assert_eq!(stats.snapshot(), store.stats());
     let s = stats.snapshot();
-    assert_eq!(s.entries, 10, "4 fold accumulators and 6 dedup markers: {s}");
+    assert_eq!(
+        s.entries, 10,
+        "4 fold accumulators and 6 dedup markers: {s}"
+    );
     assert_eq!(s.writes, 12 + 6, "{s}");
 
     // Two pipelines with private stores, one handle: their figures add.
     let stats = StateStats::new();
     let config = StateConfig::new().stats(stats.clone());
-    let map = stream::iter(events(10, 10)).stateful_map_rs2(config.clone(), key, |e, state: StateAccess| async move {
-        state.set(&1u8).await.unwrap();
-        e
-    });
-    let fold = stream::iter(events(5, 5)).stateful_fold_rs2(config, key, 0u64, |n, _, _| async move {
-        n + 1
-    });
+    let map = stream::iter(events(10, 10)).stateful_map_rs2(
+        config.clone(),
+        key,
+        |e, state: StateAccess| async move {
+            state.set(&1u8).await.unwrap();
+            e
+        },
+    );
+    let fold = stream::iter(events(5, 5)).stateful_fold_rs2(
+        config,
+        key,
+        0u64,
+        |n, _, _| async move { n + 1 },
+    );
     let (a, b) = futures::join!(map.count(), fold.count());
     assert_eq!((a, b), (10, 5));
     assert_eq!(stats.snapshot().writes, 15);
@@ -222,17 +276,34 @@ async fn a_shared_store_is_counted_once_and_pipelines_sharing_a_handle_add_up() 
 #[tokio::test]
 async fn keyed_concurrency_operators_report_too() {
     let failing = StateConfig::new().with_custom_storage(Arc::new(FailingStore));
-    let fold = stream::iter(events(6, 3)).stateful_fold_rs2_par(failing, key, 4, 0u64, |n, _, _| async move {
-        n + 1
-    });
+    let fold = stream::iter(events(6, 3)).stateful_fold_rs2_par(
+        failing,
+        key,
+        4,
+        0u64,
+        |n, _, _| async move { n + 1 },
+    );
     let stats = fold.stats();
-    assert_eq!(fold.filter(|r| std::future::ready(r.is_err())).count().await, 6);
+    assert_eq!(
+        fold.filter(|r| std::future::ready(r.is_err()))
+            .count()
+            .await,
+        6
+    );
     assert_eq!(stats.snapshot().errors, 6);
 
-    let map = stream::iter(events(8, 2)).stateful_map_rs2_par(StateConfig::new(), key, 4, |e, state: StateAccess| async move {
-        state.update(|n: Option<u64>| n.unwrap_or(0) + 1).await.unwrap();
-        e
-    });
+    let map = stream::iter(events(8, 2)).stateful_map_rs2_par(
+        StateConfig::new(),
+        key,
+        4,
+        |e, state: StateAccess| async move {
+            state
+                .update(|n: Option<u64>| n.unwrap_or(0) + 1)
+                .await
+                .unwrap();
+            e
+        },
+    );
     let stats = map.stats();
     assert_eq!(map.count().await, 8);
     let s = stats.snapshot();
@@ -248,7 +319,10 @@ async fn the_admission_store_counts_refusals_and_its_byte_budget() {
     store.run_pending_tasks();
     let s = store.stats();
     assert_eq!((s.writes, s.entries, s.evictions), (1_000, 100, 900), "{s}");
-    assert_eq!(s.bytes, None, "an entry-bounded store does not weigh its entries");
+    assert_eq!(
+        s.bytes, None,
+        "an entry-bounded store does not weigh its entries"
+    );
 
     let budget = 10_000;
     let store = AdmissionState::with_byte_budget(&StateConfig::new(), budget);
@@ -266,9 +340,12 @@ async fn the_admission_store_counts_refusals_and_its_byte_budget() {
     let config = StateConfig::new()
         .storage_type(StateStorageType::InMemoryAdmission)
         .max_size(100);
-    let fold = stream::iter(events(50, 5)).stateful_fold_rs2(config, key, 0u64, |n, _, _| async move {
-        n + 1
-    });
+    let fold = stream::iter(events(50, 5)).stateful_fold_rs2(
+        config,
+        key,
+        0u64,
+        |n, _, _| async move { n + 1 },
+    );
     let stats = fold.stats();
     assert_eq!(fold.count().await, 50);
     let s = stats.snapshot();

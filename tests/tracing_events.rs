@@ -45,7 +45,8 @@ struct FieldsOf<'a>(&'a mut Fields);
 
 impl Visit for FieldsOf<'_> {
     fn record_debug(&mut self, field: &Field, value: &dyn std::fmt::Debug) {
-        self.0.insert(field.name().to_string(), format!("{value:?}"));
+        self.0
+            .insert(field.name().to_string(), format!("{value:?}"));
     }
     fn record_str(&mut self, field: &Field, value: &str) {
         self.0.insert(field.name().to_string(), value.to_string());
@@ -129,9 +130,12 @@ fn operators_log_in_their_span_failures_evictions_and_cleanups() {
                 .namespace("shop")
                 .with_custom_storage(Arc::new(FailingStore));
             let items: Vec<_> = stream::iter(["ann".to_string(), "evil\nINFO forged".to_string()])
-                .stateful_fold_rs2(config, |k: &String| k.clone(), 0u64, |n, _, _| async move {
-                    n + 1
-                })
+                .stateful_fold_rs2(
+                    config,
+                    |k: &String| k.clone(),
+                    0u64,
+                    |n, _, _| async move { n + 1 },
+                )
                 .collect()
                 .await;
             assert!(items.iter().all(Result::is_err));
@@ -144,11 +148,21 @@ fn operators_log_in_their_span_failures_evictions_and_cleanups() {
                 assert_eq!(w.fields["operator"], "fold");
                 let (name, span) = w.span.as_ref().expect("inside the operator's span");
                 assert_eq!(name, "rs2.operator");
-                assert_eq!((span["operator"].as_str(), span["namespace"].as_str()), ("fold", "shop"));
+                assert_eq!(
+                    (span["operator"].as_str(), span["namespace"].as_str()),
+                    ("fold", "shop")
+                );
             }
-            assert!(warns[0].fields["error"].contains("ann'"), "{:?}", warns[0].fields);
+            assert!(
+                warns[0].fields["error"].contains("ann'"),
+                "{:?}",
+                warns[0].fields
+            );
             let forged = &warns[1].fields["error"];
-            assert!(forged.contains(r"evil\nINFO forged'") && !forged.contains('\n'), "{forged}");
+            assert!(
+                forged.contains(r"evil\nINFO forged'") && !forged.contains('\n'),
+                "{forged}"
+            );
 
             // A key that cannot be extracted is not a backend failure: debug.
             let items: Vec<_> = stream::iter([serde_json::json!({"id": 1})])
@@ -162,7 +176,10 @@ fn operators_log_in_their_span_failures_evictions_and_cleanups() {
                 .await;
             assert!(items[0].is_err());
             let events = capture.take();
-            let failed: Vec<_> = events.iter().filter(|e| message(e) == "event failed").collect();
+            let failed: Vec<_> = events
+                .iter()
+                .filter(|e| message(e) == "event failed")
+                .collect();
             assert_eq!(failed.len(), 1, "{events:#?}");
             assert_eq!(failed[0].level, Level::DEBUG);
             assert!(events.iter().all(|e| e.level != Level::WARN), "{events:#?}");
@@ -172,7 +189,8 @@ fn operators_log_in_their_span_failures_evictions_and_cleanups() {
                 .max_size(2)
                 .ttl(Duration::from_secs(1))
                 .cleanup_interval(Duration::from_secs(1));
-            let input = rs2_suite::timed(vec![(0, "a"), (0, "b"), (0, "c"), (0, "d"), (5_000, "e")]);
+            let input =
+                rs2_suite::timed(vec![(0, "a"), (0, "b"), (0, "c"), (0, "d"), (5_000, "e")]);
             let out: Vec<_> = input
                 .stateful_deduplicate_rs2(config, |e: &&str| e.to_string(), Duration::from_secs(60))
                 .collect()
@@ -189,8 +207,14 @@ fn operators_log_in_their_span_failures_evictions_and_cleanups() {
                 .filter(|e| e.level == Level::DEBUG && message(e).contains("cleanup pass"))
                 .collect();
             assert_eq!(cleanups.len(), 1, "{events:#?}");
-            assert_eq!(cleanups[0].fields["expired"], "2", "c and d had expired by 5 s");
-            assert_eq!(cleanups[0].span.as_ref().map(|s| s.1["operator"].as_str()), Some("dedup"));
+            assert_eq!(
+                cleanups[0].fields["expired"], "2",
+                "c and d had expired by 5 s"
+            );
+            assert_eq!(
+                cleanups[0].span.as_ref().map(|s| s.1["operator"].as_str()),
+                Some("dedup")
+            );
         })
     });
 }

@@ -79,7 +79,11 @@ impl fmt::Display for StatsSnapshot {
     /// One line: `entries=.. hits=.. misses=.. hit_rate=..% writes=.. evictions=..
     /// expirations=.. errors=.. retries=.. bytes=..`.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "entries={} hits={} misses={}", self.entries, self.hits, self.misses)?;
+        write!(
+            f,
+            "entries={} hits={} misses={}",
+            self.entries, self.hits, self.misses
+        )?;
         match self.hit_rate() {
             Some(rate) => write!(f, " hit_rate={:.1}%", rate * 100.0)?,
             None => f.write_str(" hit_rate=-")?,

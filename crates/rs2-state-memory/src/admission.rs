@@ -148,10 +148,7 @@ impl AdmissionState {
 
     /// Builds the cache with a listener counting evictions (size: evicted or refused) and
     /// expirations.
-    fn counted(
-        builder: CacheBuilder<String, Arc<[u8]>, MokaCache>,
-        bytes: bool,
-    ) -> Self {
+    fn counted(builder: CacheBuilder<String, Arc<[u8]>, MokaCache>, bytes: bool) -> Self {
         let counters = Arc::new(StatsCounters::default());
         let listener = Arc::clone(&counters);
         let cache = Arc::new(

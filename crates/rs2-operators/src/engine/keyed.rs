@@ -116,8 +116,7 @@ impl KeyedState {
         }
         let span = operator_span(op, config.namespace.as_deref());
         let clock = StateClock::new();
-        let template =
-            StateAccess::new(Arc::clone(&storage), String::new())
+        let template = StateAccess::new(Arc::clone(&storage), String::new())
             .with_ttl(Some(config.ttl))
             .with_stats(Some(stats.clone()));
         Self {
