@@ -59,6 +59,7 @@ fn source(
     })
 }
 
+#[allow(clippy::ptr_arg)] // a key extractor takes `&T`, and `T` is `String` here
 fn by_key(k: &String) -> String {
     k.clone()
 }

@@ -16,6 +16,7 @@ fn events(n: usize, keys: usize) -> Vec<String> {
     (0..n).map(|i| format!("k{}", i % keys)).collect()
 }
 
+#[allow(clippy::ptr_arg)] // a key extractor takes `&T`, and `T` is `String` here
 fn key(e: &String) -> String {
     e.clone()
 }

@@ -276,6 +276,7 @@ impl<C: Codec> StateAccess<C> {
     }
 
     /// Counts `result`'s error, if any, in the access's stats handle.
+    #[inline]
     fn counted<T>(&self, result: StateResult<T>) -> StateResult<T> {
         if result.is_err() {
             if let Some(stats) = &self.inner.stats {
@@ -388,43 +389,39 @@ impl<C: Codec> StateAccess<C> {
 
     /// The key's state, `Ok(None)` if it has none, or the backend or decode error.
     pub async fn try_get<S: DeserializeOwned>(&self) -> StateResult<Option<S>> {
-        self.counted(self.try_get_uncounted().await)
-    }
-
-    async fn try_get_uncounted<S: DeserializeOwned>(&self) -> StateResult<Option<S>> {
-        let storage = self.storage()?;
+        // Each public call counts its error once; the in-process path stays one synchronous
+        // block (no nested future), which is what operators' hot paths run.
+        let storage = match self.storage() {
+            Ok(storage) => storage,
+            Err(err) => return self.counted(Err(err)),
+        };
         if let Some(local) = storage.as_local() {
             let mut value = None;
-            local
+            let read = local
                 .try_read(
                     self.hash(local),
                     &self.inner.storage_key,
                     self.now(local),
                     &mut |bytes| value = Some(self.decode::<S>(bytes)),
                 )
-                .map_err(|e| e.with_key(self.key()))?;
-            return value.transpose();
+                .map_err(|e| e.with_key(self.key()));
+            return self.counted(read.and_then(|_| value.transpose()));
         }
-        match storage
+        let got = storage
             .get(&self.inner.storage_key)
             .await
-            .map_err(|e| e.with_key(self.key()))?
-        {
-            Some(bytes) => self.decode(&bytes).map(Some),
-            None => Ok(None),
-        }
+            .map_err(|e| e.with_key(self.key()));
+        self.counted(got.and_then(|bytes| bytes.map(|b| self.decode(&b)).transpose()))
     }
 
     /// Stores `value` as the key's state (its TTL starts again).
     pub async fn set<S: Serialize + ?Sized>(&self, value: &S) -> StateResult<()> {
-        self.counted(self.set_uncounted(value).await)
-    }
-
-    async fn set_uncounted<S: Serialize + ?Sized>(&self, value: &S) -> StateResult<()> {
-        let storage = self.storage()?;
-        self.check_writable()?;
+        let storage = match self.writable_storage() {
+            Ok(storage) => storage,
+            Err(err) => return self.counted(Err(err)),
+        };
         if let Some(local) = storage.as_local() {
-            return with_scratch(|buf| {
+            return self.counted(with_scratch(|buf| {
                 self.encode(value, buf)?;
                 local.write_expiring(
                     self.hash(local),
@@ -433,14 +430,17 @@ impl<C: Codec> StateAccess<C> {
                     buf,
                     self.inner.ttl,
                 )
-            });
+            }));
         }
         let mut buf = Vec::new();
-        self.encode(value, &mut buf)?;
-        storage
+        if let Err(err) = self.encode(value, &mut buf) {
+            return self.counted(Err(err));
+        }
+        let written = storage
             .set_with_ttl(&self.inner.storage_key, &buf, self.inner.ttl)
             .await
-            .map_err(|e| e.with_key(self.key()))
+            .map_err(|e| e.with_key(self.key()));
+        self.counted(written)
     }
 
     /// Atomically replaces the key's state with `f(current)` and returns the new state.
@@ -452,19 +452,13 @@ impl<C: Codec> StateAccess<C> {
         S: Serialize + DeserializeOwned + Send,
         F: FnOnce(Option<S>) -> S + Send,
     {
-        self.counted(self.update_uncounted(f).await)
-    }
-
-    async fn update_uncounted<S, F>(&self, f: F) -> StateResult<S>
-    where
-        S: Serialize + DeserializeOwned + Send,
-        F: FnOnce(Option<S>) -> S + Send,
-    {
-        let storage = self.storage()?;
-        self.check_writable()?;
+        let storage = match self.writable_storage() {
+            Ok(storage) => storage,
+            Err(err) => return self.counted(Err(err)),
+        };
         let mut f = Some(f);
         let mut out: Option<S> = None;
-        if let Some(local) = storage.as_local() {
+        let done = if let Some(local) = storage.as_local() {
             with_scratch(|buf| {
                 local.update_expiring(
                     self.hash(local),
@@ -483,7 +477,7 @@ impl<C: Codec> StateAccess<C> {
                         Ok(())
                     },
                 )
-            })?;
+            })
         } else {
             let out_ref = &mut out;
             storage
@@ -503,14 +497,24 @@ impl<C: Codec> StateAccess<C> {
                     }),
                 )
                 .await
-                .map_err(|e| e.with_key(self.key()))?;
-        }
-        out.ok_or_else(|| {
-            StateError::Storage(format!(
-                "key {}: the backend's update returned without running the update function",
-                crate::KeyDisplay(self.key())
-            ))
-        })
+                .map(|_| ())
+                .map_err(|e| e.with_key(self.key()))
+        };
+        self.counted(done.and_then(|()| {
+            out.ok_or_else(|| {
+                StateError::Storage(format!(
+                    "key {}: the backend's update returned without running the update function",
+                    crate::KeyDisplay(self.key())
+                ))
+            })
+        }))
+    }
+
+    /// The storage, if this access may write (see `check_writable`).
+    fn writable_storage(&self) -> StateResult<&SharedStorage> {
+        let storage = self.storage()?;
+        self.check_writable()?;
+        Ok(storage)
     }
 
     fn update_ran_twice(&self) -> StateError {
@@ -532,38 +536,30 @@ impl<C: Codec> StateAccess<C> {
 
     /// Whether the key has live state, or the backend's error (naming the key).
     pub async fn try_exists(&self) -> StateResult<bool> {
-        self.counted(self.try_exists_uncounted().await)
-    }
-
-    async fn try_exists_uncounted(&self) -> StateResult<bool> {
-        let storage = self.storage()?;
-        if let Some(local) = storage.as_local() {
-            return local
-                .try_exists(self.hash(local), &self.inner.storage_key, self.now(local))
-                .map_err(|e| e.with_key(self.key()));
-        }
-        storage
-            .exists(&self.inner.storage_key)
-            .await
-            .map_err(|e| e.with_key(self.key()))
+        let storage = match self.storage() {
+            Ok(storage) => storage,
+            Err(err) => return self.counted(Err(err)),
+        };
+        let found = match storage.as_local() {
+            Some(local) => {
+                local.try_exists(self.hash(local), &self.inner.storage_key, self.now(local))
+            }
+            None => storage.exists(&self.inner.storage_key).await,
+        };
+        self.counted(found.map_err(|e| e.with_key(self.key())))
     }
 
     /// Removes the key's state. This also lifts a write block left by a failed `get`.
     pub async fn delete(&self) -> StateResult<()> {
-        self.counted(self.delete_uncounted().await)
-    }
-
-    async fn delete_uncounted(&self) -> StateResult<()> {
-        let storage = self.storage()?;
-        match storage.as_local() {
-            Some(local) => local
-                .try_remove(self.hash(local), &self.inner.storage_key)
-                .map_err(|e| e.with_key(self.key()))?,
-            None => storage
-                .delete(&self.inner.storage_key)
-                .await
-                .map_err(|e| e.with_key(self.key()))?,
-        }
+        let storage = match self.storage() {
+            Ok(storage) => storage,
+            Err(err) => return self.counted(Err(err)),
+        };
+        let removed = match storage.as_local() {
+            Some(local) => local.try_remove(self.hash(local), &self.inner.storage_key),
+            None => storage.delete(&self.inner.storage_key).await,
+        };
+        self.counted(removed.map_err(|e| e.with_key(self.key())))?;
         self.inner.read_failed.store(false, Ordering::Release);
         Ok(())
     }

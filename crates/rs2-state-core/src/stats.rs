@@ -104,9 +104,10 @@ impl fmt::Display for StatsSnapshot {
 ///
 /// A store returns one from [`StateStorage::stats_source`](crate::StateStorage::stats_source);
 /// the handle keeps it (an `Arc`) and asks it at each [`StateStats::snapshot`]. Keep the
-/// source apart from the store's data (counters only), so a handle outliving a pipeline does
-/// not keep its state alive; a store that is dropped should set its `entries` (and `bytes`)
-/// to zero.
+/// source apart from the store's data (counters only), held by the store, so a handle
+/// outliving a pipeline does not keep its state alive: once the handle holds the last
+/// reference, it takes the source's counts into its own and lets it go (a store's `entries`
+/// and `bytes` are then gone with it).
 pub trait StatsSource: Send + Sync {
     /// Adds this source's figures to `snapshot`.
     fn add_to(&self, snapshot: &mut StatsSnapshot);
@@ -279,24 +280,45 @@ impl StateStats {
     /// Adds `source`'s figures to this handle's from now on. A source already registered (the
     /// same `Arc`) is not added twice, so a store shared by several operators counts once.
     pub fn register(&self, source: Arc<dyn StatsSource>) {
-        let mut sources = self
-            .inner
-            .sources
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut sources = self.sources();
         if !sources.iter().any(|s| same_source(s, &source)) {
             sources.push(source);
         }
     }
 
-    /// The figures now: this handle's counters plus every registered source's.
-    pub fn snapshot(&self) -> StatsSnapshot {
-        let mut s = self.inner.counters.snapshot();
-        let sources = self
+    /// The registered sources, those whose store is gone folded into the handle's own
+    /// counters first: a handle shared by pipeline after pipeline keeps one counter block per
+    /// live store, not one per store it ever saw.
+    fn sources(&self) -> std::sync::MutexGuard<'_, Vec<Arc<dyn StatsSource>>> {
+        let mut sources = self
             .inner
             .sources
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let counters = &self.inner.counters;
+        sources.retain(|source| {
+            // Only this handle holds it: its store was dropped, its figures are final.
+            if Arc::strong_count(source) > 1 {
+                return true;
+            }
+            let mut done = StatsSnapshot::default();
+            source.add_to(&mut done);
+            counters.hits.add(done.hits);
+            counters.misses.add(done.misses);
+            counters.writes.add(done.writes);
+            counters.evictions.add(done.evictions);
+            counters.expirations.add(done.expirations);
+            counters.errors.add(done.errors);
+            counters.retries.add(done.retries);
+            false
+        });
+        sources
+    }
+
+    /// The figures now: this handle's counters plus every registered source's.
+    pub fn snapshot(&self) -> StatsSnapshot {
+        let sources = self.sources();
+        let mut s = self.inner.counters.snapshot();
         for source in sources.iter() {
             source.add_to(&mut s);
         }
@@ -331,6 +353,21 @@ mod tests {
         assert_eq!((s.writes, s.errors, s.bytes), (3, 1, Some(10)));
         assert!(stats.same_handle(&other));
         assert!(!stats.same_handle(&StateStats::new()));
+    }
+
+    #[test]
+    fn a_dropped_stores_counts_stay_and_its_source_is_let_go() {
+        let stats = StateStats::new();
+        let source = Arc::new(StatsCounters::default());
+        source.writes.add(5);
+        source.entries.set(2);
+        stats.register(source.clone());
+        assert_eq!(stats.snapshot().entries, 2);
+        drop(source); // the store goes
+        let s = stats.snapshot();
+        assert_eq!((s.writes, s.entries), (5, 0));
+        assert!(stats.inner.sources.lock().unwrap().is_empty());
+        assert_eq!(stats.snapshot().writes, 5, "folded once");
     }
 
     #[test]
