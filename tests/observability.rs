@@ -352,3 +352,78 @@ async fn the_admission_store_counts_refusals_and_its_byte_budget() {
     let s = stats.snapshot();
     assert_eq!((s.writes, s.misses + s.hits), (50, 50), "{s}");
 }
+
+/// One call on a store, on one of a few keys.
+#[derive(Debug, Clone)]
+enum Call {
+    Get(u8),
+    Exists(u8),
+    Set(u8),
+    Update(u8),
+    Delete(u8),
+}
+
+fn calls() -> impl proptest::strategy::Strategy<Value = Vec<Call>> {
+    use proptest::prelude::*;
+    let key = 0u8..12;
+    let call = prop_oneof![
+        key.clone().prop_map(Call::Get),
+        key.clone().prop_map(Call::Exists),
+        key.clone().prop_map(Call::Set),
+        key.clone().prop_map(Call::Update),
+        key.prop_map(Call::Delete),
+    ];
+    proptest::collection::vec(call, 0..200)
+}
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(64))]
+
+    /// After every call, each figure of an `InMemoryState` moved exactly as the call's own
+    /// result says it must: a read that found a value is one hit (none: one miss), a set or
+    /// update is one write, a new key into a full store is one eviction, and `entries` is
+    /// the store's length.
+    #[test]
+    fn in_memory_figures_follow_every_call(max_size in 1usize..6, calls in calls()) {
+        use futures::executor::block_on;
+        let store = InMemoryState::new(&StateConfig::new().max_size(max_size));
+        let mut want = StatsSnapshot::default();
+        for call in calls {
+            let key = |k: u8| format!("k{k}");
+            match call {
+                Call::Get(k) => {
+                    let found = block_on(store.get(&key(k))).unwrap().is_some();
+                    if found { want.hits += 1 } else { want.misses += 1 }
+                }
+                Call::Exists(k) => {
+                    let found = block_on(store.exists(&key(k))).unwrap();
+                    if found { want.hits += 1 } else { want.misses += 1 }
+                }
+                Call::Set(k) | Call::Update(k) => {
+                    // A counted read first, to know whether the key is new.
+                    let held = block_on(store.exists(&key(k))).unwrap();
+                    if held { want.hits += 1 } else { want.misses += 1 }
+                    let full = store.len() == max_size;
+                    if let Call::Set(_) = call {
+                        block_on(store.set(&key(k), b"v")).unwrap();
+                    } else {
+                        let seen = std::sync::Mutex::new(None);
+                        block_on(store.update(&key(k), Box::new(|cur| {
+                            *seen.lock().unwrap() = Some(cur.is_some());
+                            Ok(b"u".to_vec())
+                        }))).unwrap();
+                        proptest::prop_assert_eq!(*seen.lock().unwrap(), Some(held));
+                        if held { want.hits += 1 } else { want.misses += 1 }
+                    }
+                    want.writes += 1;
+                    if !held && full {
+                        want.evictions += 1;
+                    }
+                }
+                Call::Delete(k) => block_on(store.delete(&key(k))).unwrap(),
+            }
+            want.entries = store.len() as u64;
+            proptest::prop_assert_eq!(store.stats(), want, "after {:?}", call);
+        }
+    }
+}
