@@ -3,7 +3,8 @@
 //! size", "track state size and growth patterns").
 //!
 //! * `counters`: per-user event counts (`stateful_map_rs2`, 1,000 users): entries grow to the
-//!   number of users, the hit rate climbs towards 100 % as users return.
+//!   number of users, the hit rate climbs towards 100 % as users return; `bytes` is the
+//!   store's size (88 bytes a key: these keys and values are short enough to live in it).
 //! * `bounded`: per-key totals (`stateful_fold_rs2`) over 1,000 keys with `max_size` 100:
 //!   entries stay at 100, every new key evicts the least recently used one.
 //! * `dedup`: request deduplication with a 200 ms TTL: markers expire and cleanup passes drop
@@ -21,7 +22,7 @@
 //!
 //! ```text
 //! t=1s
-//!   counters  entries=1000 hits=8990 misses=1000 hit_rate=90.0% writes=9990 evictions=0 ...
+//!   counters  entries=1000 hits=8990 misses=1000 hit_rate=90.0% writes=9990 ... bytes=88000
 //!   bounded   entries=100 hits=0 misses=9990 hit_rate=0.0% writes=9990 evictions=9890 ...
 //!   ...
 //! ```
@@ -195,6 +196,11 @@ fn check(last: &[(&str, StatsSnapshot)]) -> Vec<String> {
     expect(
         s.evictions == 0 && s.errors == 0,
         "counters: no evictions, no errors",
+        &s,
+    );
+    expect(
+        s.bytes.is_some_and(|b| b >= 88 * s.entries),
+        "counters: the store's bytes are known",
         &s,
     );
     expect(

@@ -35,11 +35,11 @@ async fn map_counts_a_write_per_event_and_a_miss_per_new_key() {
         },
     );
     let stats = pipeline.stats();
-    assert_eq!(
-        stats.snapshot(),
-        StatsSnapshot::default(),
-        "nothing before the first event"
-    );
+    let empty = StatsSnapshot {
+        bytes: Some(0),
+        ..StatsSnapshot::default()
+    };
+    assert_eq!(stats.snapshot(), empty, "nothing before the first event");
     assert_eq!(pipeline.count().await, 100);
     let s = stats.snapshot();
     assert_eq!(
@@ -84,6 +84,7 @@ async fn entries_are_what_the_store_holds_while_it_runs() {
         (3, 30, 3, 27),
         "{s}"
     );
+    assert_eq!(s.bytes, None, "typed accumulators have no byte size");
     for e in events(10, 5) {
         tx.send(e).unwrap();
     }
@@ -222,7 +223,11 @@ async fn a_store_without_figures_of_its_own_is_counted_by_the_operator() {
     );
     let s = stats.snapshot();
     assert_eq!((s.writes, s.misses, s.hits), (20, 4, 16), "{s}");
-    assert_eq!(s.entries, 0, "not known for such a store");
+    assert_eq!(
+        (s.entries, s.bytes),
+        (0, None),
+        "not known for such a store"
+    );
 }
 
 #[tokio::test]
@@ -358,9 +363,12 @@ async fn the_admission_store_counts_refusals_and_its_byte_budget() {
 enum Call {
     Get(u8),
     Exists(u8),
-    Set(u8),
+    /// A value of this many bytes (values over 22 bytes live on the heap).
+    Set(u8, usize),
     Update(u8),
     Delete(u8),
+    /// An in-place edit appending this many bytes, keeping (0), storing (1) or removing (2).
+    Modify(u8, usize, u8),
 }
 
 fn calls() -> impl proptest::strategy::Strategy<Value = Vec<Call>> {
@@ -369,9 +377,10 @@ fn calls() -> impl proptest::strategy::Strategy<Value = Vec<Call>> {
     let call = prop_oneof![
         key.clone().prop_map(Call::Get),
         key.clone().prop_map(Call::Exists),
-        key.clone().prop_map(Call::Set),
+        (key.clone(), 0usize..60).prop_map(|(k, n)| Call::Set(k, n)),
         key.clone().prop_map(Call::Update),
-        key.prop_map(Call::Delete),
+        key.clone().prop_map(Call::Delete),
+        (key, 0usize..40, 0u8..3).prop_map(|(k, n, c)| Call::Modify(k, n, c)),
     ];
     proptest::collection::vec(call, 0..200)
 }
@@ -382,10 +391,11 @@ proptest::proptest! {
     /// After every call, each figure of an `InMemoryState` moved exactly as the call's own
     /// result says it must: a read that found a value is one hit (none: one miss), a set or
     /// update is one write, a new key into a full store is one eviction, and `entries` is
-    /// the store's length.
+    /// the store's length, and `bytes` its fixed cost per key plus its heap bytes.
     #[test]
     fn in_memory_figures_follow_every_call(max_size in 1usize..6, calls in calls()) {
         use futures::executor::block_on;
+        use rs2::state::{LocalStorage, ValueChange};
         let store = InMemoryState::new(&StateConfig::new().max_size(max_size));
         let mut want = StatsSnapshot::default();
         for call in calls {
@@ -396,19 +406,19 @@ proptest::proptest! {
                     if found { want.hits += 1 } else { want.misses += 1 }
                 }
                 Call::Exists(k) => {
-                    let found = block_on(store.exists(&key(k))).unwrap();
+                    let found = block_on(StateStorage::exists(&store, &key(k))).unwrap();
                     if found { want.hits += 1 } else { want.misses += 1 }
                 }
-                Call::Set(k) | Call::Update(k) => {
+                Call::Set(k, _) | Call::Update(k) => {
                     // A counted read first, to know whether the key is new.
-                    let held = block_on(store.exists(&key(k))).unwrap();
+                    let held = block_on(StateStorage::exists(&store, &key(k))).unwrap();
                     if held { want.hits += 1 } else { want.misses += 1 }
                     let full = store.len() == max_size;
-                    if let Call::Set(_) = call {
-                        block_on(store.set(&key(k), b"v")).unwrap();
+                    if let Call::Set(_, n) = call {
+                        block_on(store.set(&key(k), &vec![7u8; n])).unwrap();
                     } else {
                         let seen = std::sync::Mutex::new(None);
-                        block_on(store.update(&key(k), Box::new(|cur| {
+                        block_on(StateStorage::update(&store, &key(k), Box::new(|cur| {
                             *seen.lock().unwrap() = Some(cur.is_some());
                             Ok(b"u".to_vec())
                         }))).unwrap();
@@ -421,8 +431,29 @@ proptest::proptest! {
                     }
                 }
                 Call::Delete(k) => block_on(store.delete(&key(k))).unwrap(),
+                Call::Modify(k, n, c) => {
+                    let (key, now) = (key(k), store.now_ms());
+                    let full = store.len() == max_size;
+                    let mut held = false;
+                    let change = [ValueChange::Keep, ValueChange::Store, ValueChange::Remove][c as usize];
+                    store.modify(store.hash_key(&key), &key, now, &mut Vec::new(), &mut |buf, existed| {
+                        held = existed;
+                        if change == ValueChange::Store {
+                            buf.extend(std::iter::repeat_n(1u8, n));
+                        }
+                        Ok(change)
+                    }).unwrap();
+                    if held { want.hits += 1 } else { want.misses += 1 }
+                    if change == ValueChange::Store {
+                        want.writes += 1;
+                        if !held && full {
+                            want.evictions += 1;
+                        }
+                    }
+                }
             }
             want.entries = store.len() as u64;
+            want.bytes = Some(88 * want.entries + store.heap_bytes() as u64);
             proptest::prop_assert_eq!(store.stats(), want, "after {:?}", call);
         }
     }

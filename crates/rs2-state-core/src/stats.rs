@@ -43,7 +43,8 @@ pub struct StatsSnapshot {
     pub errors: u64,
     /// Backend calls tried again after a transient error.
     pub retries: u64,
-    /// Bytes the stores hold, where a store knows it (`None` when none does).
+    /// Bytes the stores hold, when every store feeding the handle knows it (`None` when
+    /// one does not).
     pub bytes: Option<u64>,
 }
 
@@ -315,14 +316,30 @@ impl StateStats {
         sources
     }
 
-    /// The figures now: this handle's counters plus every registered source's.
+    /// The figures now: this handle's counters plus every registered source's. `bytes` is
+    /// the sum of the sources' bytes when every one of them knows its bytes, else `None` (a
+    /// partial figure would read as the whole).
     pub fn snapshot(&self) -> StatsSnapshot {
         let sources = self.sources();
         let mut s = self.inner.counters.snapshot();
+        let mut bytes = (!sources.is_empty()).then_some(0u64);
         for source in sources.iter() {
-            source.add_to(&mut s);
+            let mut one = StatsSnapshot::default();
+            source.add_to(&mut one);
+            bytes = bytes.and_then(|b| one.bytes.map(|more| b.saturating_add(more)));
+            one.bytes = None;
+            s.add(&one);
         }
+        s.bytes = bytes;
         s
+    }
+
+    /// Marks this handle's `bytes` as unknown from now on: for a store that keeps no figures
+    /// of its own, whose bytes are not known.
+    pub fn register_unknown_bytes(&self) {
+        static UNKNOWN: std::sync::OnceLock<Arc<StatsCounters>> = std::sync::OnceLock::new();
+        let marker = UNKNOWN.get_or_init(Arc::default);
+        self.register(Arc::clone(marker) as Arc<dyn StatsSource>);
     }
 
     /// Whether `other` is a clone of this handle.
@@ -368,6 +385,23 @@ mod tests {
         assert_eq!((s.writes, s.entries), (5, 0));
         assert!(stats.inner.sources.lock().unwrap().is_empty());
         assert_eq!(stats.snapshot().writes, 5, "folded once");
+    }
+
+    #[test]
+    fn bytes_are_known_only_when_every_source_knows_them() {
+        let stats = StateStats::new();
+        assert_eq!(stats.snapshot().bytes, None, "no store");
+        let sized = Arc::new(StatsCounters::with_bytes());
+        sized.bytes.set(100);
+        stats.register(sized.clone());
+        assert_eq!(stats.snapshot().bytes, Some(100));
+        let unsized_ = Arc::new(StatsCounters::default());
+        stats.register(unsized_.clone());
+        assert_eq!(
+            stats.snapshot().bytes,
+            None,
+            "a partial sum would read as the whole"
+        );
     }
 
     #[test]

@@ -199,8 +199,13 @@ impl InMemoryState {
 
     /// The store's figures now: entries, hits and misses (reads, `exists` and read-modify-writes
     /// that found a live value or not), writes, evictions (for `max_size`) and expirations
-    /// (expired values dropped by a cleanup pass or replaced by a write). `bytes` is not
-    /// known (`None`). Counting costs an increment under a lock the operation holds anyway.
+    /// (expired values dropped by a cleanup pass or replaced by a write), and `bytes`: the
+    /// fixed cost of each key (its 64-byte table entry and 24-byte recency node) plus the
+    /// heap bytes of keys and values too long to live in their entry ([`heap_bytes`]), not
+    /// the table's spare capacity. Counting costs an increment under a lock the operation
+    /// holds anyway.
+    ///
+    /// [`heap_bytes`]: Self::heap_bytes
     ///
     /// ```
     /// # futures::executor::block_on(async {
@@ -333,33 +338,35 @@ impl LockedStore<'_> {
         let inner = self.inner;
         let hash = inner.hasher.hash_one(key.as_bytes());
         let shard = &mut self.shards[shard_index(hash)];
+        let counts = &inner.stats.shards[shard_index(hash)];
         if let Some(entry) = shard.find_mut(hash, |e| e.is(key)) {
+            let before = entry.value.heap_bytes();
             entry.value.set(value);
+            counts.heap_changed(before, entry.value.heap_bytes());
             entry.expires_at_ms = expires_at_ms;
             self.recency.move_to_back(entry.node, hash);
             entry.stamp = self.recency.ops() as u32;
         } else {
             let node = self.recency.push_back(hash);
-            shard.insert_unique(
-                hash,
-                Entry {
-                    key: Key::new(key),
-                    value: Value::new(value),
-                    expires_at_ms,
-                    stamp: self.recency.ops() as u32,
-                    node,
-                },
-                |e| inner.hash_of(e),
-            );
+            let entry = Entry {
+                key: Key::new(key),
+                value: Value::new(value),
+                expires_at_ms,
+                stamp: self.recency.ops() as u32,
+                node,
+            };
+            counts.heap_changed(0, entry.heap_bytes());
+            shard.insert_unique(hash, entry, |e| inner.hash_of(e));
             if let Some(max) = inner.max_size {
                 while self.recency.len() > max {
                     let Some((victim, victim_hash)) = self.recency.pop_front() else {
                         break;
                     };
-                    if let Ok(entry) = self.shards[shard_index(victim_hash)]
-                        .find_entry(victim_hash, |e| e.node == victim)
+                    let at = shard_index(victim_hash);
+                    if let Ok(entry) = self.shards[at].find_entry(victim_hash, |e| e.node == victim)
                     {
-                        entry.remove();
+                        let gone = entry.remove().0.heap_bytes();
+                        inner.stats.shards[at].heap_changed(gone, 0);
                     }
                     inner.stats.evictions.add_unshared(1);
                 }
@@ -402,6 +409,9 @@ struct ShardCounts {
     writes: Counter,
     /// Expired values replaced by a write.
     replaced_expired: Counter,
+    /// Heap bytes of the shard's keys and values (`Entry::heap_bytes`), kept by wrapping
+    /// deltas: the sum over shards is exact.
+    heap: Counter,
 }
 
 impl ShardCounts {
@@ -414,6 +424,15 @@ impl ShardCounts {
             } else {
                 self.misses.add_unshared(1);
             }
+        }
+    }
+
+    /// An entry's heap bytes went from `before` to `after`.
+    #[inline]
+    fn heap_changed(&self, before: usize, after: usize) {
+        if before != after {
+            self.heap
+                .add_unshared((after as u64).wrapping_sub(before as u64));
         }
     }
 
@@ -432,19 +451,34 @@ impl StatsSource for MemoryStats {
         s.entries = s.entries.saturating_add(self.entries.get());
         s.evictions = s.evictions.saturating_add(self.evictions.get());
         s.expirations = s.expirations.saturating_add(self.cleaned.get());
+        let mut heap = 0u64;
         for shard in &self.shards {
+            heap = heap.wrapping_add(shard.heap.get());
             s.hits = s.hits.saturating_add(shard.hits.get());
             s.misses = s.misses.saturating_add(shard.misses.get());
             s.writes = s.writes.saturating_add(shard.writes.get());
             s.expirations = s.expirations.saturating_add(shard.replaced_expired.get());
         }
+        // Read without the locks, a shard's figure may be a moment older than `entries`: a
+        // passing estimate, never a wrapped-around one.
+        let heap = if heap > u64::MAX / 2 { 0 } else { heap };
+        let entries = self.entries.get();
+        s.add_bytes(Some(
+            entries.saturating_mul(ENTRY_BYTES).saturating_add(heap),
+        ));
     }
 }
 
+/// What a key costs besides its heap bytes: its table entry and its recency node.
+const ENTRY_BYTES: u64 = (std::mem::size_of::<Entry>() + RecencyList::NODE_BYTES) as u64;
+
 impl Drop for Inner {
-    /// A handle may outlive the store: its entries are gone, its counts stay.
+    /// A handle may outlive the store: its entries and bytes are gone, its counts stay.
     fn drop(&mut self) {
         self.stats.entries.set(0);
+        for shard in &self.stats.shards {
+            shard.heap.set(0);
+        }
     }
 }
 
@@ -553,12 +587,15 @@ impl Inner {
         );
         let mut recency = lock(&self.recency);
         let mut expired = 0u64;
-        for shard in self.shards.iter() {
+        for (shard, counts) in self.shards.iter().zip(&self.stats.shards) {
             let mut shard = lock(shard);
+            let mut freed = 0;
             for entry in shard.extract_if(|e| !e.live(now)) {
                 recency.remove(entry.node);
+                freed += entry.heap_bytes();
                 expired += 1;
             }
+            counts.heap_changed(freed, 0);
         }
         self.stats.entries.set(recency.len() as u64);
         drop(recency);
@@ -605,7 +642,9 @@ impl Inner {
                     let counts = &self.stats.shards[shard_index(hash)];
                     counts.read(P::READS, live);
                     let bytes = produce.produce(current)?;
+                    let before = entry.value.heap_bytes();
                     entry.value.set(bytes);
+                    counts.heap_changed(before, entry.value.heap_bytes());
                     entry.expires_at_ms = expires_at_ms;
                     counts.written(live);
                     Some(self.note_use(entry))
@@ -640,7 +679,9 @@ impl Inner {
             let current = live.then(|| entry.value.as_slice());
             counts.read(P::READS, live);
             let bytes = produce.produce(current)?;
+            let before = entry.value.heap_bytes();
             entry.value.set(bytes);
+            counts.heap_changed(before, entry.value.heap_bytes());
             entry.expires_at_ms = expires_at_ms;
             counts.written(live);
             // Both locks are held, so move and stamp it exactly (no age check needed: this
@@ -658,28 +699,29 @@ impl Inner {
         let node = recency.push_back(hash);
         // Published before the entry (see `Inner::ops`).
         self.ops.store(recency.ops(), Ordering::Relaxed);
-        shard.insert_unique(
-            hash,
-            Entry {
-                key: Key::new(key),
-                value,
-                expires_at_ms,
-                stamp: recency.ops() as u32,
-                node,
-            },
-            |e| self.hash_of(e),
-        );
+        let entry = Entry {
+            key: Key::new(key),
+            value,
+            expires_at_ms,
+            stamp: recency.ops() as u32,
+            node,
+        };
+        counts.heap_changed(0, entry.heap_bytes());
+        shard.insert_unique(hash, entry, |e| self.hash_of(e));
         drop(shard);
         if let Some(max) = self.max_size {
             while recency.len() > max {
                 let Some((victim, victim_hash)) = recency.pop_front() else {
                     break;
                 };
+                // The victim's shard lock is held through the block (a temporary of the
+                // condition), so its counter has one writer.
                 if let Ok(entry) = self
                     .shard(victim_hash)
                     .find_entry(victim_hash, |e| e.node == victim)
                 {
-                    entry.remove();
+                    let gone = entry.remove().0.heap_bytes();
+                    self.stats.shards[shard_index(victim_hash)].heap_changed(gone, 0);
                 }
                 // Under the recency lock: one writer.
                 self.stats.evictions.add_unshared(1);
@@ -797,26 +839,30 @@ impl LocalStorage for InMemoryState {
             };
             let live = entry.live(now_ms);
             counts.read(true, live);
+            let before = entry.value.heap_bytes();
             let change = match &mut entry.value {
                 Value::Heap(bytes) => {
                     if !live {
                         // Expired: as if absent (its bytes are dead whatever `f` says).
                         bytes.clear();
                     }
-                    f(bytes, live)?
+                    f(bytes, live)
                 }
                 value => {
                     scratch.clear();
                     if live {
                         scratch.extend_from_slice(value.as_slice());
                     }
-                    let change = f(scratch, live)?;
-                    if change == ValueChange::Store {
+                    let change = f(scratch, live);
+                    if change == Ok(ValueChange::Store) {
                         value.set(scratch);
                     }
                     change
                 }
             };
+            // An edit in place may have grown the value's buffer, even one that failed.
+            counts.heap_changed(before, entry.value.heap_bytes());
+            let change = change?;
             let to_move = match change {
                 ValueChange::Store => {
                     entry.expires_at_ms = now_ms.saturating_add(inner.ttl_ms);
@@ -849,7 +895,9 @@ impl LocalStorage for InMemoryState {
         let mut recency = lock(&self.inner.recency);
         let mut shard = self.inner.shard(hash);
         if let Ok(entry) = shard.find_entry(hash, |e| e.is(key)) {
-            recency.remove(entry.remove().0.node);
+            let (gone, _) = entry.remove();
+            self.inner.stats.shards[shard_index(hash)].heap_changed(gone.heap_bytes(), 0);
+            recency.remove(gone.node);
             self.inner.stats.entries.set(recency.len() as u64);
         }
     }
@@ -890,8 +938,10 @@ impl StateStorage for InMemoryState {
 
     async fn clear(&self) -> StateResult<()> {
         let mut recency = lock(&self.inner.recency);
-        for shard in self.inner.shards.iter() {
-            lock(shard).clear();
+        for (shard, counts) in self.inner.shards.iter().zip(&self.inner.stats.shards) {
+            let mut shard = lock(shard);
+            shard.clear();
+            counts.heap.set(0);
         }
         recency.clear();
         self.inner.stats.entries.set(0);

@@ -57,10 +57,13 @@ pub(crate) fn observed(custom: &SharedStorage, stats: &StateStats) -> SharedStor
             stats.register(source);
             Arc::clone(custom)
         }
-        None => Arc::new(Counted {
-            inner: Arc::clone(custom),
-            stats: stats.clone(),
-        }),
+        None => {
+            stats.register_unknown_bytes();
+            Arc::new(Counted {
+                inner: Arc::clone(custom),
+                stats: stats.clone(),
+            })
+        }
     }
 }
 
