@@ -43,7 +43,7 @@ impl<T, F, A, Sd> Accumulate<T, F, A, Sd> {
     /// own state is `keyed`.
     pub fn new(config: &StateConfig, op: &str, keyed: &KeyedState, seed: Sd, f: F) -> Self {
         Self {
-            values: keyed.is_private().then(|| TypedTable::new(config)),
+            values: keyed.is_private().then(|| keyed.typed_table(config)),
             user_state: KeyedState::new(config, &format!("{op}.user")),
             seed,
             f,

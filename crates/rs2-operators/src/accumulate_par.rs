@@ -89,6 +89,7 @@ impl<T, A: Serialize + DeserializeOwned> Group<T, A> {
 
 impl<F, Fut, A, Sd> AccumulateParStep<F, Fut, A, Sd> {
     pub(crate) fn new(config: &StateConfig, op: &'static str, seed: Sd, f: F) -> Self {
+        let config = &crate::engine::with_stats(config);
         Self {
             acc_state: KeyedState::new(config, op),
             user_state: KeyedState::new(config, &format!("{op}.user")),
@@ -165,6 +166,10 @@ where
     Fut: Future<Output = A>,
     A: Serialize + DeserializeOwned + Send + 'static,
 {
+    fn error_of(item: &StateResult<A>) -> Option<&rs2_state_core::StateError> {
+        item.as_ref().err()
+    }
+
     fn keyed(&mut self) -> &mut KeyedState {
         &mut self.acc_state
     }

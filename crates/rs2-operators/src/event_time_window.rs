@@ -256,6 +256,7 @@ fn inner<S: Stream, K, E, F, Fut>(
     window: EventTimeWindow,
     f: F,
 ) -> Inner<S, K, E, F, Fut> {
+    let config = crate::engine::with_stats(&config);
     let keyed = KeyedState::new(&config, "event_time_window");
     let own = OwnState::new(&config, &keyed);
     let user_state = KeyedState::new(&config, "event_time_window.user");
@@ -287,6 +288,12 @@ macro_rules! event_time_stream {
             /// The watermark (ms since the epoch), `None` before the first event.
             pub fn watermark(&self) -> Option<u64> {
                 self.inner.core.watermark()
+            }
+
+            /// The operator's figures (the config's [`StateStats`](rs2_state_core::StateStats)
+            /// handle, or one of its own): readable while the stream runs.
+            pub fn stats(&self) -> rs2_state_core::StateStats {
+                self.inner.core.keyed.stats().clone()
             }
         }
 

@@ -40,6 +40,14 @@ impl<S: Stream, K, F, Fut> StatefulFilter<S, K, F, Fut> {
             f,
         }
     }
+
+    /// This operator's figures, readable while the stream runs (clone the handle before
+    /// consuming the stream): its store's entries, hits, misses, writes, evictions and
+    /// expirations, and the failed calls of the closure's `StateAccess` as `errors`. The
+    /// config's handle ([`StateConfig::stats`]) if it has one, else the operator's own.
+    pub fn stats(&self) -> rs2_state_core::StateStats {
+        self.keyed.stats().clone()
+    }
 }
 
 impl<S, K, F, Fut> Stream for StatefulFilter<S, K, F, Fut>
@@ -53,6 +61,8 @@ where
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<S::Item>> {
         let mut this = self.project();
+        let span = this.keyed.span().clone();
+        let _entered = span.enter();
         let mut budget = YieldBudget::default();
         loop {
             if let Some(fut) = this.pending.as_mut().as_pin_mut() {
@@ -76,7 +86,10 @@ where
                     let now = this.keyed.now();
                     this.keyed.access(key, now)
                 }
-                Err(err) => KeyedState::failed_access(err),
+                Err(err) => {
+                    this.keyed.note_error(&err);
+                    KeyedState::failed_access(err)
+                }
             };
             this.pending.set(Some((this.f)(&event, access)));
             *this.item = Some(event);

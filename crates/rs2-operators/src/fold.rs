@@ -41,6 +41,7 @@ pin_project! {
 
 impl<S: futures::Stream, K, F, Fut, A> StatefulFold<S, K, F, Fut, A> {
     pub(crate) fn new(stream: S, config: StateConfig, key_extractor: K, initial: A, f: F) -> Self {
+        let config = crate::engine::with_stats(&config);
         let keyed = KeyedState::new(&config, "fold");
         let op = Accumulate::new(&config, "fold", &keyed, FoldSeed(initial), f);
         Self {

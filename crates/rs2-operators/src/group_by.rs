@@ -107,6 +107,7 @@ where
         emit_on_key_change: bool,
         f: F,
     ) -> Self {
+        let config = crate::engine::with_stats(&config);
         let step = if max_group_size == Some(0) {
             Step::Invalid(StateError::Validation(
                 "group_by operator: max_group_size cannot be Some(0); pass None for no size \
@@ -159,6 +160,14 @@ where
             f,
         }
     }
+
+    /// This operator's figures, readable while the stream runs (clone the handle before
+    /// consuming the stream): its store's entries, hits, misses, writes, evictions and
+    /// expirations, and its `Err` items as `errors`. The config's handle
+    /// ([`StateConfig::stats`]) if it has one, else the operator's own.
+    pub fn stats(&self) -> rs2_state_core::StateStats {
+        self.core.groups.stats().clone()
+    }
 }
 
 impl<S, K, F, Fut, R> Stream for StatefulGroupBy<S, K, F, Fut>
@@ -171,7 +180,29 @@ where
 {
     type Item = Result<R, StateError>;
 
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let span = self.core.groups.span().clone();
+        let _entered = span.enter();
+        let polled = self.as_mut().poll_events(cx);
+        if let Poll::Ready(Some(Err(err))) = &polled {
+            self.core.groups.note_error(err);
+        }
+        polled
+    }
+}
+
+impl<S, K, F, Fut> StatefulGroupBy<S, K, F, Fut>
+where
+    S: Stream,
+    S::Item: Serialize + DeserializeOwned + Send + 'static,
+    K: KeyExtractor<S::Item>,
+    F: FnMut(String, Vec<S::Item>, StateAccess) -> Fut,
+    Fut: Future,
+{
+    fn poll_events(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Fut::Output, StateError>>> {
         let mut this = self.project();
         let core = this.core;
         let mut budget = YieldBudget::default();

@@ -242,13 +242,14 @@ where
         window: Duration,
         f: F,
     ) -> Self {
+        let config = crate::engine::with_stats(&config);
         let keyed = KeyedState::new(&config, "join.buffers");
         Self {
             left: left.fuse(),
             right: right.fuse(),
             pending: None,
             step: Step::Idle,
-            typed: keyed.is_private().then(|| TypedTable::new(&config)),
+            typed: keyed.is_private().then(|| keyed.typed_table(&config)),
             stamp: buffers::Stamp::of::<S1::Item, S2::Item>(),
             keyed,
             user_state: KeyedState::new(&config, "join"),
@@ -320,6 +321,14 @@ impl<S1: Stream, S2: Stream, K1, K2, F, Fut> StatefulJoin<S1, S2, K1, K2, F, Fut
     pub fn dropped(&self) -> u64 {
         self.dropped
     }
+
+    /// This operator's figures, readable while the stream runs (clone the handle before
+    /// consuming the stream): its stores' entries, hits, misses, writes, evictions and
+    /// expirations. The config's handle ([`StateConfig::stats`]) if it has one, else the
+    /// operator's own.
+    pub fn stats(&self) -> rs2_state_core::StateStats {
+        self.keyed.stats().clone()
+    }
 }
 
 impl<S1: Stream, S2: Stream, K1, K2, F, Fut> fmt::Debug for StatefulJoin<S1, S2, K1, K2, F, Fut> {
@@ -375,11 +384,14 @@ where
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
         let mut this = self.project();
+        let span = this.keyed.span().clone();
+        let _entered = span.enter();
         if *this.done {
             return Poll::Ready(None);
         }
         if let Some(err) = this.invalid.take() {
             *this.done = true;
+            this.keyed.note_error(&err);
             return Poll::Ready(Some(Err(err)));
         }
         let mut budget = YieldBudget::default();
@@ -403,7 +415,10 @@ where
                     };
                     let mut key = match key {
                         Ok(key) => key,
-                        Err(err) => return Poll::Ready(Some(Err(err))),
+                        Err(err) => {
+                            this.keyed.note_error(&err);
+                            return Poll::Ready(Some(Err(err)));
+                        }
                     };
                     let now = this.keyed.now();
                     let io = begin(
@@ -464,7 +479,10 @@ where
                         pairs,
                     };
                 }
-                Err(err) => return Poll::Ready(Some(Err(err))),
+                Err(err) => {
+                    this.keyed.note_error(&err);
+                    return Poll::Ready(Some(Err(err)));
+                }
             }
         }
     }

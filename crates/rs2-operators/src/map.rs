@@ -39,6 +39,14 @@ impl<S, K, F, Fut> StatefulMap<S, K, F, Fut> {
             f,
         }
     }
+
+    /// This operator's figures, readable while the stream runs (clone the handle before
+    /// consuming the stream): its store's entries, hits, misses, writes, evictions and
+    /// expirations, and the failed calls of the closure's `StateAccess` as `errors`. The
+    /// config's handle ([`StateConfig::stats`]) if it has one, else the operator's own.
+    pub fn stats(&self) -> rs2_state_core::StateStats {
+        self.keyed.stats().clone()
+    }
 }
 
 impl<S, K, F, Fut, R> Stream for StatefulMap<S, K, F, Fut>
@@ -52,6 +60,8 @@ where
 
     fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<R>> {
         let mut this = self.project();
+        let span = this.keyed.span().clone();
+        let _entered = span.enter();
         loop {
             if let Some(fut) = this.pending.as_mut().as_pin_mut() {
                 let out = ready!(fut.poll(cx));
@@ -66,7 +76,10 @@ where
                     let now = this.keyed.now();
                     this.keyed.access(key, now)
                 }
-                Err(err) => KeyedState::failed_access(err),
+                Err(err) => {
+                    this.keyed.note_error(&err);
+                    KeyedState::failed_access(err)
+                }
             };
             this.pending.set(Some((this.f)(event, access)));
         }

@@ -98,6 +98,7 @@ impl<S: futures::Stream, K, F, Fut> StatefulPattern<S, K, F, Fut> {
         pattern_size: usize,
         f: F,
     ) -> Self {
+        let config = crate::engine::with_stats(&config);
         let invalid = (pattern_size == 0).then(|| {
             StateError::Validation(
                 "pattern operator: pattern_size must be at least 1 (got 0)".into(),

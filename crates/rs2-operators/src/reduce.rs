@@ -33,6 +33,7 @@ pin_project! {
 
 impl<S: futures::Stream, K, F, Fut, T> StatefulReduce<S, K, F, Fut, T> {
     pub(crate) fn new(stream: S, config: StateConfig, key_extractor: K, f: F) -> Self {
+        let config = crate::engine::with_stats(&config);
         let keyed = KeyedState::new(&config, "reduce");
         let op = Accumulate::new(&config, "reduce", &keyed, ReduceSeed, f);
         Self {

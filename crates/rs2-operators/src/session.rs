@@ -65,6 +65,7 @@ impl<S: futures::Stream, K, F, Fut> StatefulSession<S, K, F, Fut> {
         timeout: Duration,
         f: F,
     ) -> Self {
+        let config = crate::engine::with_stats(&config);
         let keyed = KeyedState::new(&config, "session");
         let op = Session {
             last_seen: OwnState::new(&config, &keyed),

@@ -106,7 +106,7 @@ impl<S: futures::Stream, K> StatefulThrottle<S, K> {
         };
         let keyed = KeyedState::new(&config, "throttle");
         let op = Throttle {
-            times: keyed.is_private().then(|| TypedTable::new(&config)),
+            times: keyed.is_private().then(|| keyed.typed_table(&config)),
             rate_limit: usize::try_from(rate_limit).unwrap_or(usize::MAX),
             window_ms: ceil_ms(window),
             dropped: DroppedCounter::default(),

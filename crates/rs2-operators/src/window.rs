@@ -350,6 +350,7 @@ impl<S: futures::Stream, K, F, Fut> StatefulWindow<S, K, F, Fut> {
         emit_partial: bool,
         f: F,
     ) -> Self {
+        let config = crate::engine::with_stats(&config);
         let slide = slide_size.unwrap_or(window_size);
         let invalid = if window_size == 0 {
             Some(StateError::Validation(
@@ -370,7 +371,7 @@ impl<S: futures::Stream, K, F, Fut> StatefulWindow<S, K, F, Fut> {
                 size: window_size.max(1),
                 slide: slide.max(1),
             },
-            typed: keyed.is_private().then(|| TypedTable::new(&config)),
+            typed: keyed.is_private().then(|| keyed.typed_table(&config)),
             buffers: LogWriter::new(BUFFER_TAG),
             open: OpenKeys::new(emit_partial, config.max_size),
             drain: None,

@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::codec::{Codec, Postcard};
 use crate::error::{StateError, StateResult};
+use crate::stats::StateStats;
 use crate::storage::{LocalStorage, StateStorage};
 
 /// A shared storage handle.
@@ -77,6 +78,8 @@ struct Inner {
     /// Whether `get` hid a failure; later writes through this access are then refused.
     read_failed: AtomicBool,
     read_error: Mutex<Option<StateError>>,
+    /// Where failed calls are counted (`errors`).
+    stats: Option<StateStats>,
 }
 
 impl Inner {
@@ -92,6 +95,7 @@ impl Inner {
             error,
             read_failed: AtomicBool::new(false),
             read_error: Mutex::new(None),
+            stats: None,
         }
     }
 }
@@ -202,6 +206,7 @@ impl<C: Codec> StateAccess<C> {
                 let mut inner = Inner::new(None, std::mem::take(storage_key), None);
                 inner.storage = Some(Arc::clone(storage));
                 inner.ttl = self.inner.ttl;
+                inner.stats = self.inner.stats.clone();
                 inner.key_start = key_start;
                 *inner.hash.get_mut() = hash.unwrap_or(0);
                 *inner.hashed.get_mut() = hash.is_some();
@@ -240,10 +245,45 @@ impl<C: Codec> StateAccess<C> {
                 inner.key_start = old.key_start;
                 inner.now_ms = old.now_ms;
                 inner.ttl = ttl;
+                inner.stats = old.stats.clone();
                 self = Self::from_inner(inner);
             }
         }
         self
+    }
+
+    /// The same access counting each failed call (`try_get`, `set`, `update`, `try_exists`,
+    /// `delete`, and `get` / `exists` failing open) as an error in `stats`. Operators set
+    /// their stats handle. Clones made before this call keep their own setting.
+    pub fn with_stats(mut self, stats: Option<StateStats>) -> Self {
+        match Arc::get_mut(&mut self.inner) {
+            Some(inner) => inner.stats = stats,
+            None => {
+                let old = &self.inner;
+                let mut inner = Inner::new(
+                    old.storage.clone(),
+                    old.storage_key.clone(),
+                    old.error.clone(),
+                );
+                inner.key_start = old.key_start;
+                inner.now_ms = old.now_ms;
+                inner.ttl = old.ttl;
+                inner.stats = stats;
+                self = Self::from_inner(inner);
+            }
+        }
+        self
+    }
+
+    /// Counts `result`'s error, if any, in the access's stats handle.
+    #[inline]
+    fn counted<T>(&self, result: StateResult<T>) -> StateResult<T> {
+        if result.is_err() {
+            if let Some(stats) = &self.inner.stats {
+                stats.counters().errors.add(1);
+            }
+        }
+        result
     }
 
     /// The time to live this access's writes carry (see [`with_ttl`](Self::with_ttl)).
@@ -349,35 +389,39 @@ impl<C: Codec> StateAccess<C> {
 
     /// The key's state, `Ok(None)` if it has none, or the backend or decode error.
     pub async fn try_get<S: DeserializeOwned>(&self) -> StateResult<Option<S>> {
-        let storage = self.storage()?;
+        // Each public call counts its error once; the in-process path stays one synchronous
+        // block (no nested future), which is what operators' hot paths run.
+        let storage = match self.storage() {
+            Ok(storage) => storage,
+            Err(err) => return self.counted(Err(err)),
+        };
         if let Some(local) = storage.as_local() {
             let mut value = None;
-            local
+            let read = local
                 .try_read(
                     self.hash(local),
                     &self.inner.storage_key,
                     self.now(local),
                     &mut |bytes| value = Some(self.decode::<S>(bytes)),
                 )
-                .map_err(|e| e.with_key(self.key()))?;
-            return value.transpose();
+                .map_err(|e| e.with_key(self.key()));
+            return self.counted(read.and_then(|_| value.transpose()));
         }
-        match storage
+        let got = storage
             .get(&self.inner.storage_key)
             .await
-            .map_err(|e| e.with_key(self.key()))?
-        {
-            Some(bytes) => self.decode(&bytes).map(Some),
-            None => Ok(None),
-        }
+            .map_err(|e| e.with_key(self.key()));
+        self.counted(got.and_then(|bytes| bytes.map(|b| self.decode(&b)).transpose()))
     }
 
     /// Stores `value` as the key's state (its TTL starts again).
     pub async fn set<S: Serialize + ?Sized>(&self, value: &S) -> StateResult<()> {
-        let storage = self.storage()?;
-        self.check_writable()?;
+        let storage = match self.writable_storage() {
+            Ok(storage) => storage,
+            Err(err) => return self.counted(Err(err)),
+        };
         if let Some(local) = storage.as_local() {
-            return with_scratch(|buf| {
+            return self.counted(with_scratch(|buf| {
                 self.encode(value, buf)?;
                 local.write_expiring(
                     self.hash(local),
@@ -386,14 +430,17 @@ impl<C: Codec> StateAccess<C> {
                     buf,
                     self.inner.ttl,
                 )
-            });
+            }));
         }
         let mut buf = Vec::new();
-        self.encode(value, &mut buf)?;
-        storage
+        if let Err(err) = self.encode(value, &mut buf) {
+            return self.counted(Err(err));
+        }
+        let written = storage
             .set_with_ttl(&self.inner.storage_key, &buf, self.inner.ttl)
             .await
-            .map_err(|e| e.with_key(self.key()))
+            .map_err(|e| e.with_key(self.key()));
+        self.counted(written)
     }
 
     /// Atomically replaces the key's state with `f(current)` and returns the new state.
@@ -405,11 +452,13 @@ impl<C: Codec> StateAccess<C> {
         S: Serialize + DeserializeOwned + Send,
         F: FnOnce(Option<S>) -> S + Send,
     {
-        let storage = self.storage()?;
-        self.check_writable()?;
+        let storage = match self.writable_storage() {
+            Ok(storage) => storage,
+            Err(err) => return self.counted(Err(err)),
+        };
         let mut f = Some(f);
         let mut out: Option<S> = None;
-        if let Some(local) = storage.as_local() {
+        let done = if let Some(local) = storage.as_local() {
             with_scratch(|buf| {
                 local.update_expiring(
                     self.hash(local),
@@ -428,7 +477,7 @@ impl<C: Codec> StateAccess<C> {
                         Ok(())
                     },
                 )
-            })?;
+            })
         } else {
             let out_ref = &mut out;
             storage
@@ -448,14 +497,24 @@ impl<C: Codec> StateAccess<C> {
                     }),
                 )
                 .await
-                .map_err(|e| e.with_key(self.key()))?;
-        }
-        out.ok_or_else(|| {
-            StateError::Storage(format!(
-                "key {}: the backend's update returned without running the update function",
-                crate::KeyDisplay(self.key())
-            ))
-        })
+                .map(|_| ())
+                .map_err(|e| e.with_key(self.key()))
+        };
+        self.counted(done.and_then(|()| {
+            out.ok_or_else(|| {
+                StateError::Storage(format!(
+                    "key {}: the backend's update returned without running the update function",
+                    crate::KeyDisplay(self.key())
+                ))
+            })
+        }))
+    }
+
+    /// The storage, if this access may write (see `check_writable`).
+    fn writable_storage(&self) -> StateResult<&SharedStorage> {
+        let storage = self.storage()?;
+        self.check_writable()?;
+        Ok(storage)
     }
 
     fn update_ran_twice(&self) -> StateError {
@@ -477,30 +536,30 @@ impl<C: Codec> StateAccess<C> {
 
     /// Whether the key has live state, or the backend's error (naming the key).
     pub async fn try_exists(&self) -> StateResult<bool> {
-        let storage = self.storage()?;
-        if let Some(local) = storage.as_local() {
-            return local
-                .try_exists(self.hash(local), &self.inner.storage_key, self.now(local))
-                .map_err(|e| e.with_key(self.key()));
-        }
-        storage
-            .exists(&self.inner.storage_key)
-            .await
-            .map_err(|e| e.with_key(self.key()))
+        let storage = match self.storage() {
+            Ok(storage) => storage,
+            Err(err) => return self.counted(Err(err)),
+        };
+        let found = match storage.as_local() {
+            Some(local) => {
+                local.try_exists(self.hash(local), &self.inner.storage_key, self.now(local))
+            }
+            None => storage.exists(&self.inner.storage_key).await,
+        };
+        self.counted(found.map_err(|e| e.with_key(self.key())))
     }
 
     /// Removes the key's state. This also lifts a write block left by a failed `get`.
     pub async fn delete(&self) -> StateResult<()> {
-        let storage = self.storage()?;
-        match storage.as_local() {
-            Some(local) => local
-                .try_remove(self.hash(local), &self.inner.storage_key)
-                .map_err(|e| e.with_key(self.key()))?,
-            None => storage
-                .delete(&self.inner.storage_key)
-                .await
-                .map_err(|e| e.with_key(self.key()))?,
-        }
+        let storage = match self.storage() {
+            Ok(storage) => storage,
+            Err(err) => return self.counted(Err(err)),
+        };
+        let removed = match storage.as_local() {
+            Some(local) => local.try_remove(self.hash(local), &self.inner.storage_key),
+            None => storage.delete(&self.inner.storage_key).await,
+        };
+        self.counted(removed.map_err(|e| e.with_key(self.key())))?;
         self.inner.read_failed.store(false, Ordering::Release);
         Ok(())
     }

@@ -6,6 +6,7 @@ use std::time::Duration;
 
 use crate::error::{StateError, StateResult};
 use crate::retry::RetryPolicy;
+use crate::stats::StateStats;
 use crate::storage::StateStorage;
 
 /// Which backend holds the state.
@@ -98,6 +99,9 @@ pub struct StateConfig {
     pub namespace: Option<String>,
     /// How operators retry a custom store's transient failures (see [Retries](#retries)).
     pub retry: RetryPolicy,
+    /// Where this config's operators report their figures (`None`: each operator stream keeps
+    /// a handle of its own, read with its `stats()`). See [`stats`](Self::stats).
+    pub stats: Option<StateStats>,
 }
 
 impl fmt::Debug for StateConfig {
@@ -113,6 +117,7 @@ impl fmt::Debug for StateConfig {
             )
             .field("namespace", &self.namespace)
             .field("retry", &self.retry)
+            .field("stats", &self.stats)
             .finish()
     }
 }
@@ -129,6 +134,7 @@ impl Default for StateConfig {
             custom_storage: None,
             namespace: None,
             retry: RetryPolicy::default(),
+            stats: None,
         }
     }
 }
@@ -192,6 +198,22 @@ impl StateConfig {
     /// ```
     pub fn retry(mut self, policy: RetryPolicy) -> Self {
         self.retry = policy;
+        self
+    }
+
+    /// Reports the figures of every operator built with this config (and its clones) into
+    /// `stats`, so pipelines given the same handle add into one set of figures (a store they
+    /// share counts once). Without it, each operator stream keeps its own handle.
+    ///
+    /// ```
+    /// use rs2_state_core::{StateConfig, StateStats};
+    ///
+    /// let stats = StateStats::new();
+    /// let config = StateConfig::new().stats(stats.clone());
+    /// assert!(config.stats.as_ref().is_some_and(|s| s.same_handle(&stats)));
+    /// ```
+    pub fn stats(mut self, stats: StateStats) -> Self {
+        self.stats = Some(stats);
         self
     }
 

@@ -11,6 +11,7 @@ mod config;
 mod error;
 mod key;
 mod retry;
+mod stats;
 mod storage;
 
 pub use access::{SharedStorage, StateAccess};
@@ -19,6 +20,7 @@ pub use config::{StateConfig, StateConfigBuilder, StateConfigs, StateStorageType
 pub use error::{KeyDisplay, StateError, StateResult};
 pub use key::{CustomKeyExtractor, FieldKeyExtractor, KeyExtractor};
 pub use retry::RetryPolicy;
+pub use stats::{Counter, StateStats, StatsCounters, StatsSnapshot, StatsSource};
 pub use storage::{
     HeldLock, KeyLock, LocalModifyFn, LocalStorage, LocalUpdateFn, LockedWrite, StateStorage,
     UpdateFn, ValueChange,

@@ -7,6 +7,7 @@ use std::time::Duration;
 use async_trait::async_trait;
 
 use crate::error::StateResult;
+use crate::stats::StatsSource;
 
 /// The read-modify-write function passed to [`StateStorage::update`]: it receives the current
 /// bytes (or `None`) and returns the bytes to store, or an error to leave the key untouched.
@@ -214,6 +215,14 @@ pub trait StateStorage: Send + Sync {
     /// Synchronous access for stores whose values live in this process. Operators use it to
     /// skip async dispatch on the hot path; remote backends keep the default `None`.
     fn as_local(&self) -> Option<&dyn LocalStorage> {
+        None
+    }
+
+    /// The store's own figures (entries, hits, misses, writes, evictions, expirations, bytes),
+    /// for [`StateStats`](crate::StateStats). `None` (the default): operators count this
+    /// store's reads and writes themselves. A store that counts returns the same source on
+    /// every call, so a store shared by several operators is counted once.
+    fn stats_source(&self) -> Option<Arc<dyn StatsSource>> {
         None
     }
 }
@@ -606,5 +615,8 @@ impl<S: StateStorage + ?Sized> StateStorage for Arc<S> {
     }
     fn as_local(&self) -> Option<&dyn LocalStorage> {
         (**self).as_local()
+    }
+    fn stats_source(&self) -> Option<Arc<dyn StatsSource>> {
+        (**self).stats_source()
     }
 }

@@ -80,7 +80,7 @@ use std::time::Duration;
 
 use rs2_state_core::{
     async_trait, KeyLock, LocalModifyFn, LocalStorage, LocalUpdateFn, StateError, StateResult,
-    StateStorage, UpdateFn, ValueChange,
+    StateStorage, StatsSnapshot, StatsSource, UpdateFn, ValueChange,
 };
 
 use table::Table;
@@ -135,6 +135,14 @@ impl DurableState {
     /// Fails if the directory cannot be created or read, or another process has it open.
     pub fn open(path: impl AsRef<Path>) -> StateResult<Self> {
         Self::builder(path).open()
+    }
+
+    /// The store's figures since it was opened: hits and misses (reads, `exists` and
+    /// read-modify-writes that found a live value or none) and writes. `entries`,
+    /// evictions and expirations are not counted (the keys live on disk; an expired record
+    /// reads as a miss and is dropped by compaction), and `bytes` is not known.
+    pub fn stats(&self) -> StatsSnapshot {
+        self.table.stats.snapshot()
     }
 
     /// A builder for a store in `path` with other settings.
@@ -306,6 +314,11 @@ impl StateStorage for DurableState {
 
     fn as_local(&self) -> Option<&dyn LocalStorage> {
         Some(self)
+    }
+
+    /// The store's figures ([`DurableState::stats`]); clones share them.
+    fn stats_source(&self) -> Option<Arc<dyn StatsSource>> {
+        Some(Arc::clone(&self.table.stats) as Arc<dyn StatsSource>)
     }
 }
 

@@ -18,7 +18,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use fjall::{Database, Keyspace, KeyspaceCreateOptions, PersistMode};
-use rs2_state_core::{StateError, StateResult, ValueChange};
+use rs2_state_core::{StateError, StateResult, StatsCounters, ValueChange};
 
 use crate::record::{self, ExpiryFilterFactory, HEADER};
 use crate::Durability;
@@ -78,6 +78,8 @@ pub(crate) struct Table {
     base_wall_ms: u64,
     base: tokio::time::Instant,
     flusher: Mutex<Option<JoinHandle<()>>>,
+    /// Reads that found a live value or none, and writes (see `DurableState::stats`).
+    pub(crate) stats: Arc<StatsCounters>,
     /// Makes the next flush fail as a disk error would (tests of the failure path).
     #[cfg(test)]
     fail_next_flush: AtomicBool,
@@ -124,6 +126,7 @@ impl Table {
             base_wall_ms,
             base: tokio::time::Instant::now(),
             flusher: Mutex::new(None),
+            stats: Arc::default(),
             #[cfg(test)]
             fail_next_flush: AtomicBool::new(false),
         });
@@ -232,7 +235,9 @@ impl Table {
     ) -> StateResult<bool> {
         let mut shard = self.shard(hash);
         let found = self.find(&mut shard, key)?;
-        Ok(match self.live(key, &found, now_ms)? {
+        let live = self.live(key, &found, now_ms)?;
+        self.count_read(live.is_some());
+        Ok(match live {
             Some(value) => {
                 f(value);
                 true
@@ -272,6 +277,7 @@ impl Table {
         {
             let found = self.find(&mut shard, key)?;
             let current = self.live(key, &found, now_ms)?;
+            self.count_read(current.is_some());
             buf.clear();
             f(current, buf)?;
         }
@@ -298,6 +304,7 @@ impl Table {
         let existed = {
             let found = self.find(&mut shard, key)?;
             let current = self.live(key, &found, now_ms)?;
+            self.count_read(current.is_some());
             scratch.extend_from_slice(current.unwrap_or_default());
             current.is_some()
         };
@@ -312,6 +319,14 @@ impl Table {
         }
         drop(shard);
         self.after_write().map(|()| change)
+    }
+
+    fn count_read(&self, found: bool) {
+        if found {
+            self.stats.hits.add(1);
+        } else {
+            self.stats.misses.add(1);
+        }
     }
 
     fn check_writable(&self, key: &str, value: Option<&[u8]>) -> StateResult<()> {
@@ -358,6 +373,9 @@ impl Table {
         value: Option<&[u8]>,
         ttl: Option<Duration>,
     ) -> StateResult<()> {
+        if value.is_some() {
+            self.stats.writes.add(1);
+        }
         match self.durability {
             Durability::Batched { .. } => {
                 let fill = |slot: &mut Option<Vec<u8>>| match value {

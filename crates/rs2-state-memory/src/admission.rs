@@ -1,12 +1,16 @@
 //! `AdmissionState`: an in-memory store on a moka cache, with TinyLFU admission.
 
-use std::sync::Arc;
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
+use moka::notification::RemovalCause;
 use moka::ops::compute::Op;
 use moka::policy::EvictionPolicy;
-use moka::sync::Cache;
-use rs2_state_core::{async_trait, StateConfig, StateError, StateResult, StateStorage, UpdateFn};
+use moka::sync::{Cache, CacheBuilder};
+use rs2_state_core::{
+    async_trait, StateConfig, StateError, StateResult, StateStorage, StatsCounters, StatsSnapshot,
+    StatsSource, UpdateFn,
+};
 
 /// The longest TTL moka accepts (its builder panics past 1000 years); longer TTLs are
 /// clamped to it, which is "never" for any process.
@@ -83,7 +87,31 @@ const MAX_TTL: Duration = Duration::from_secs(1_000 * 365 * 24 * 3600);
 /// ```
 #[derive(Clone)]
 pub struct AdmissionState {
-    cache: Cache<String, Arc<[u8]>>,
+    cache: Arc<Cache<String, Arc<[u8]>>>,
+    stats: Arc<AdmissionStats>,
+}
+
+type MokaCache = Cache<String, Arc<[u8]>>;
+
+/// An [`AdmissionState`]'s figures: counters, and the cache (weakly, so a `StateStats` handle
+/// does not keep a dropped store's entries alive) for `entries` and `bytes`.
+struct AdmissionStats {
+    counters: Arc<StatsCounters>,
+    cache: Weak<MokaCache>,
+    /// A byte-budget store: `bytes` is moka's weighted size.
+    bytes: bool,
+}
+
+impl StatsSource for AdmissionStats {
+    fn add_to(&self, s: &mut StatsSnapshot) {
+        self.counters.add_to(s);
+        let cache = self.cache.upgrade();
+        let entries = cache.as_ref().map_or(0, |c| c.entry_count());
+        s.entries = s.entries.saturating_add(entries);
+        if self.bytes {
+            s.add_bytes(Some(cache.as_ref().map_or(0, |c| c.weighted_size())));
+        }
+    }
 }
 
 impl std::fmt::Debug for AdmissionState {
@@ -115,9 +143,44 @@ impl AdmissionState {
         if let Some(n) = config.max_size.filter(|&n| n != usize::MAX) {
             builder = builder.max_capacity(u64::try_from(n).unwrap_or(u64::MAX));
         }
-        Self {
-            cache: builder.build(),
-        }
+        Self::counted(builder, false)
+    }
+
+    /// Builds the cache with a listener counting evictions (size: evicted or refused) and
+    /// expirations.
+    fn counted(builder: CacheBuilder<String, Arc<[u8]>, MokaCache>, bytes: bool) -> Self {
+        let counters = Arc::new(StatsCounters::default());
+        let listener = Arc::clone(&counters);
+        let cache = Arc::new(
+            builder
+                .eviction_listener(move |_key, _value, cause| match cause {
+                    RemovalCause::Size => {
+                        listener.evictions.add(1);
+                        tracing::trace!(target: "rs2::store", "admission store: evicted or refused a key");
+                    }
+                    RemovalCause::Expired => listener.expirations.add(1),
+                    RemovalCause::Explicit | RemovalCause::Replaced => {}
+                })
+                .build(),
+        );
+        let stats = Arc::new(AdmissionStats {
+            counters,
+            cache: Arc::downgrade(&cache),
+            bytes,
+        });
+        Self { cache, stats }
+    }
+
+    /// The store's figures now: entries (moka's estimate, see [`len`](Self::len)), hits and
+    /// misses (`get`, `exists`, `update`), writes, evictions (keys evicted or refused for the
+    /// capacity), expirations, and `bytes` (the weighted size) for a
+    /// [`with_byte_budget`](Self::with_byte_budget) store. Evictions and expirations are
+    /// counted when moka applies them (see the type's docs: lazily);
+    /// [`run_pending_tasks`](Self::run_pending_tasks) first for exact figures.
+    pub fn stats(&self) -> StatsSnapshot {
+        let mut s = StatsSnapshot::default();
+        self.stats.add_to(&mut s);
+        s
     }
 
     /// A store whose capacity is a byte budget: each entry weighs its key's length plus its
@@ -127,7 +190,7 @@ impl AdmissionState {
     /// frequencies as in `new`; a new entry heavier than the victims it would replace must
     /// outweigh their combined frequency.
     pub fn with_byte_budget(config: &StateConfig, bytes: u64) -> Self {
-        let cache = Cache::builder()
+        let builder = Cache::builder()
             .eviction_policy(EvictionPolicy::tiny_lfu())
             .time_to_live(config.ttl.min(MAX_TTL))
             .max_capacity(bytes)
@@ -136,9 +199,17 @@ impl AdmissionState {
                 u32::try_from(len)
                     .unwrap_or(u32::MAX)
                     .saturating_add(Self::ENTRY_OVERHEAD_BYTES)
-            })
-            .build();
-        Self { cache }
+            });
+        Self::counted(builder, true)
+    }
+
+    fn read(&self, found: bool) {
+        let c = &self.stats.counters;
+        if found {
+            c.hits.add(1);
+        } else {
+            c.misses.add(1);
+        }
     }
 
     /// moka's estimate of the number of entries: it may count entries that expired, were
@@ -170,11 +241,14 @@ impl AdmissionState {
 #[async_trait]
 impl StateStorage for AdmissionState {
     async fn get(&self, key: &str) -> StateResult<Option<Vec<u8>>> {
-        Ok(self.cache.get(key).map(|value| value.to_vec()))
+        let value = self.cache.get(key).map(|value| value.to_vec());
+        self.read(value.is_some());
+        Ok(value)
     }
 
     async fn set(&self, key: &str, value: &[u8]) -> StateResult<()> {
         self.cache.insert(key.to_owned(), Arc::from(value));
+        self.stats.counters.writes.add(1);
         Ok(())
     }
 
@@ -184,7 +258,9 @@ impl StateStorage for AdmissionState {
     }
 
     async fn exists(&self, key: &str) -> StateResult<bool> {
-        Ok(self.cache.contains_key(key))
+        let found = self.cache.contains_key(key);
+        self.read(found);
+        Ok(found)
     }
 
     async fn clear(&self) -> StateResult<()> {
@@ -198,9 +274,11 @@ impl StateStorage for AdmissionState {
         let mut out: Option<StateResult<Vec<u8>>> = None;
         self.cache.entry_by_ref(key).and_compute_with(|current| {
             let current = current.map(|entry| entry.into_value().to_vec());
+            self.read(current.is_some());
             match f(current) {
                 Ok(next) => {
                     let stored: Arc<[u8]> = Arc::from(next.as_slice());
+                    self.stats.counters.writes.add(1);
                     out = Some(Ok(next));
                     Op::Put(stored)
                 }
@@ -211,5 +289,10 @@ impl StateStorage for AdmissionState {
             }
         });
         out.unwrap_or_else(|| Err(StateError::storage_for(key, "update function not run")))
+    }
+
+    /// The store's figures ([`AdmissionState::stats`]); clones share them.
+    fn stats_source(&self) -> Option<Arc<dyn StatsSource>> {
+        Some(Arc::clone(&self.stats) as Arc<dyn StatsSource>)
     }
 }

@@ -48,6 +48,9 @@ impl Default for RecencyList {
 }
 
 impl RecencyList {
+    /// Memory per key in the list.
+    pub const NODE_BYTES: usize = std::mem::size_of::<Node>();
+
     pub fn len(&self) -> usize {
         self.len
     }

@@ -1,7 +1,7 @@
 //! `InMemoryState`: a sharded hash table of values with an exact, global LRU bound.
 
 use std::hash::BuildHasher;
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::Duration;
 
@@ -9,8 +9,8 @@ use std::collections::hash_map::RandomState;
 
 use hashbrown::HashTable;
 use rs2_state_core::{
-    async_trait, KeyLock, LocalModifyFn, LocalStorage, LocalUpdateFn, StateConfig, StateResult,
-    StateStorage, UpdateFn, ValueChange,
+    async_trait, Counter, KeyLock, LocalModifyFn, LocalStorage, LocalUpdateFn, StateConfig,
+    StateResult, StateStorage, StatsSnapshot, StatsSource, UpdateFn, ValueChange,
 };
 
 use crate::clock::StateClock;
@@ -95,8 +95,9 @@ struct Inner {
     /// `max(1, max_size / 2)`, capped at [`MAX_MOVE_AFTER`]; `None` when unbounded (nothing is
     /// evicted, so the order is never consulted).
     move_after: Option<u32>,
-    /// Keys held (mirrors the recency list, readable without its lock).
-    len: AtomicUsize,
+    /// The store's figures; `stats.entries` mirrors the recency list's length (readable
+    /// without its lock).
+    stats: Arc<MemoryStats>,
     max_size: Option<usize>,
     clock: StateClock,
     ttl_ms: u64,
@@ -172,7 +173,7 @@ impl InMemoryState {
             ops: AtomicU64::new(0),
             restamped_at: AtomicU64::new(0),
             move_after: max_size.map(|n| (n / 2).clamp(1, MAX_MOVE_AFTER as usize) as u32),
-            len: AtomicUsize::new(0),
+            stats: Arc::default(),
             max_size,
             clock,
             // A TTL past u64 milliseconds (585 million years) saturates to "never".
@@ -193,7 +194,36 @@ impl InMemoryState {
 
     /// Number of keys held (expired ones included until the next cleanup).
     pub fn len(&self) -> usize {
-        self.inner.len.load(Ordering::Relaxed)
+        self.inner.stats.entries.get() as usize
+    }
+
+    /// The store's figures now: entries, hits and misses (reads, `exists` and read-modify-writes
+    /// that found a live value or not), writes, evictions (for `max_size`) and expirations
+    /// (expired values dropped by a cleanup pass or replaced by a write), and `bytes`: the
+    /// fixed cost of each key (its 64-byte table entry and 24-byte recency node) plus the
+    /// heap bytes of keys and values too long to live in their entry ([`heap_bytes`]), not
+    /// the table's spare capacity. Counting costs an increment under a lock the operation
+    /// holds anyway.
+    ///
+    /// [`heap_bytes`]: Self::heap_bytes
+    ///
+    /// ```
+    /// # futures::executor::block_on(async {
+    /// use rs2_state_core::{StateConfig, StateStorage};
+    /// use rs2_state_memory::InMemoryState;
+    ///
+    /// let store = InMemoryState::new(&StateConfig::new().max_size(1));
+    /// store.set("a", b"1").await.unwrap();
+    /// store.set("b", b"2").await.unwrap(); // evicts "a"
+    /// assert_eq!(store.get("a").await.unwrap(), None);
+    /// let s = store.stats();
+    /// assert_eq!((s.entries, s.writes, s.evictions, s.hits, s.misses), (1, 2, 1, 0, 1));
+    /// # });
+    /// ```
+    pub fn stats(&self) -> StatsSnapshot {
+        let mut s = StatsSnapshot::default();
+        self.inner.stats.add_to(&mut s);
+        s
     }
 
     /// Whether the store holds no keys.
@@ -308,40 +338,43 @@ impl LockedStore<'_> {
         let inner = self.inner;
         let hash = inner.hasher.hash_one(key.as_bytes());
         let shard = &mut self.shards[shard_index(hash)];
+        let counts = &inner.stats.shards[shard_index(hash)];
         if let Some(entry) = shard.find_mut(hash, |e| e.is(key)) {
+            let before = entry.value.heap_bytes();
             entry.value.set(value);
+            counts.heap_changed(before, entry.value.heap_bytes());
             entry.expires_at_ms = expires_at_ms;
             self.recency.move_to_back(entry.node, hash);
             entry.stamp = self.recency.ops() as u32;
         } else {
             let node = self.recency.push_back(hash);
-            shard.insert_unique(
-                hash,
-                Entry {
-                    key: Key::new(key),
-                    value: Value::new(value),
-                    expires_at_ms,
-                    stamp: self.recency.ops() as u32,
-                    node,
-                },
-                |e| inner.hash_of(e),
-            );
+            let entry = Entry {
+                key: Key::new(key),
+                value: Value::new(value),
+                expires_at_ms,
+                stamp: self.recency.ops() as u32,
+                node,
+            };
+            counts.heap_changed(0, entry.heap_bytes());
+            shard.insert_unique(hash, entry, |e| inner.hash_of(e));
             if let Some(max) = inner.max_size {
                 while self.recency.len() > max {
                     let Some((victim, victim_hash)) = self.recency.pop_front() else {
                         break;
                     };
-                    if let Ok(entry) = self.shards[shard_index(victim_hash)]
-                        .find_entry(victim_hash, |e| e.node == victim)
+                    let at = shard_index(victim_hash);
+                    if let Ok(entry) = self.shards[at].find_entry(victim_hash, |e| e.node == victim)
                     {
-                        entry.remove();
+                        let gone = entry.remove().0.heap_bytes();
+                        inner.stats.shards[at].heap_changed(gone, 0);
                     }
+                    inner.stats.evictions.add_unshared(1);
                 }
             }
         }
         // Shard locks are held: readers see the count no older than the stamps (`Inner::ops`).
         inner.ops.store(self.recency.ops(), Ordering::Relaxed);
-        inner.len.store(self.recency.len(), Ordering::Relaxed);
+        inner.stats.entries.set(self.recency.len() as u64);
     }
 }
 
@@ -350,6 +383,102 @@ impl Drop for LockedStore<'_> {
         // Shards first: a due restamp locks them itself (under the recency lock, still held).
         self.shards.clear();
         self.inner.maybe_restamp(&self.recency);
+    }
+}
+
+/// An [`InMemoryState`]'s figures. Each shard's counters are written only under that shard's
+/// lock and the store-wide ones only under the recency lock, so counting is a plain increment
+/// (no atomic read-modify-write); readers load them without locking.
+#[derive(Default)]
+struct MemoryStats {
+    shards: [ShardCounts; SHARDS],
+    /// Under the recency lock.
+    evictions: Counter,
+    /// Expired entries removed by cleanup passes (under the recency lock).
+    cleaned: Counter,
+    entries: Counter,
+}
+
+/// One shard's counters, on a cache line of their own so shards written by different threads
+/// do not share one.
+#[derive(Default)]
+#[repr(align(64))]
+struct ShardCounts {
+    hits: Counter,
+    misses: Counter,
+    writes: Counter,
+    /// Expired values replaced by a write.
+    replaced_expired: Counter,
+    /// Heap bytes of the shard's keys and values (`Entry::heap_bytes`), kept by wrapping
+    /// deltas: the sum over shards is exact.
+    heap: Counter,
+}
+
+impl ShardCounts {
+    /// A read of a value that was live or not (`reads`: whether the operation read at all).
+    #[inline]
+    fn read(&self, reads: bool, live: bool) {
+        if reads {
+            if live {
+                self.hits.add_unshared(1);
+            } else {
+                self.misses.add_unshared(1);
+            }
+        }
+    }
+
+    /// An entry's heap bytes went from `before` to `after`.
+    #[inline]
+    fn heap_changed(&self, before: usize, after: usize) {
+        if before != after {
+            self.heap
+                .add_unshared((after as u64).wrapping_sub(before as u64));
+        }
+    }
+
+    /// A write over an entry that was live or had expired.
+    #[inline]
+    fn written(&self, live: bool) {
+        self.writes.add_unshared(1);
+        if !live {
+            self.replaced_expired.add_unshared(1);
+        }
+    }
+}
+
+impl StatsSource for MemoryStats {
+    fn add_to(&self, s: &mut StatsSnapshot) {
+        s.entries = s.entries.saturating_add(self.entries.get());
+        s.evictions = s.evictions.saturating_add(self.evictions.get());
+        s.expirations = s.expirations.saturating_add(self.cleaned.get());
+        let mut heap = 0u64;
+        for shard in &self.shards {
+            heap = heap.wrapping_add(shard.heap.get());
+            s.hits = s.hits.saturating_add(shard.hits.get());
+            s.misses = s.misses.saturating_add(shard.misses.get());
+            s.writes = s.writes.saturating_add(shard.writes.get());
+            s.expirations = s.expirations.saturating_add(shard.replaced_expired.get());
+        }
+        // Read without the locks, a shard's figure may be a moment older than `entries`: a
+        // passing estimate, never a wrapped-around one.
+        let heap = if heap > u64::MAX / 2 { 0 } else { heap };
+        let entries = self.entries.get();
+        s.add_bytes(Some(
+            entries.saturating_mul(ENTRY_BYTES).saturating_add(heap),
+        ));
+    }
+}
+
+/// What a key costs besides its heap bytes: its table entry and its recency node.
+const ENTRY_BYTES: u64 = (std::mem::size_of::<Entry>() + RecencyList::NODE_BYTES) as u64;
+
+impl Drop for Inner {
+    /// A handle may outlive the store: its entries and bytes are gone, its counts stay.
+    fn drop(&mut self) {
+        self.stats.entries.set(0);
+        for shard in &self.stats.shards {
+            shard.heap.set(0);
+        }
     }
 }
 
@@ -457,13 +586,23 @@ impl Inner {
             Ordering::Relaxed,
         );
         let mut recency = lock(&self.recency);
-        for shard in self.shards.iter() {
+        let mut expired = 0u64;
+        for (shard, counts) in self.shards.iter().zip(&self.stats.shards) {
             let mut shard = lock(shard);
+            let mut freed = 0;
             for entry in shard.extract_if(|e| !e.live(now)) {
                 recency.remove(entry.node);
+                freed += entry.heap_bytes();
+                expired += 1;
             }
+            counts.heap_changed(freed, 0);
         }
-        self.len.store(recency.len(), Ordering::Relaxed);
+        self.stats.entries.set(recency.len() as u64);
+        drop(recency);
+        if expired > 0 {
+            self.stats.cleaned.add(expired);
+            tracing::debug!(target: "rs2::store", expired, "in-memory store: cleanup pass");
+        }
     }
 
     fn maybe_cleanup(&self, now: u64) {
@@ -486,22 +625,28 @@ impl Inner {
     /// Stores what `produce` makes of the key's live value. An existing key takes only its
     /// shard lock; a new key takes the recency lock too, and the store evicts down to
     /// `max_size` before returning.
-    fn write_with(
+    fn write_with<P: Produce>(
         &self,
         hash: u64,
         key: &str,
         now: u64,
-        mut produce: impl Produce,
+        mut produce: P,
     ) -> StateResult<()> {
         let expires_at_ms = now.saturating_add(self.ttl_ms);
         let to_move = {
             let mut shard = self.shard(hash);
             match shard.find_mut(hash, |e| e.is(key)) {
                 Some(entry) => {
-                    let current = entry.live(now).then(|| entry.value.as_slice());
+                    let live = entry.live(now);
+                    let current = live.then(|| entry.value.as_slice());
+                    let counts = &self.stats.shards[shard_index(hash)];
+                    counts.read(P::READS, live);
                     let bytes = produce.produce(current)?;
+                    let before = entry.value.heap_bytes();
                     entry.value.set(bytes);
+                    counts.heap_changed(before, entry.value.heap_bytes());
                     entry.expires_at_ms = expires_at_ms;
+                    counts.written(live);
                     Some(self.note_use(entry))
                 }
                 None => None,
@@ -518,21 +663,27 @@ impl Inner {
     /// Stores what `produce` makes of a key that was not in its shard a moment ago. Takes the
     /// recency lock, then the shard's, and looks again, since another writer may have inserted
     /// the key meanwhile; then inserts it and evicts down to `max_size` before returning.
-    fn insert_new(
+    fn insert_new<P: Produce>(
         &self,
         hash: u64,
         key: &str,
         now: u64,
-        mut produce: impl Produce,
+        mut produce: P,
     ) -> StateResult<()> {
         let expires_at_ms = now.saturating_add(self.ttl_ms);
         let mut recency = lock(&self.recency);
         let mut shard = self.shard(hash);
+        let counts = &self.stats.shards[shard_index(hash)];
         if let Some(entry) = shard.find_mut(hash, |e| e.is(key)) {
-            let current = entry.live(now).then(|| entry.value.as_slice());
+            let live = entry.live(now);
+            let current = live.then(|| entry.value.as_slice());
+            counts.read(P::READS, live);
             let bytes = produce.produce(current)?;
+            let before = entry.value.heap_bytes();
             entry.value.set(bytes);
+            counts.heap_changed(before, entry.value.heap_bytes());
             entry.expires_at_ms = expires_at_ms;
+            counts.written(live);
             // Both locks are held, so move and stamp it exactly (no age check needed: this
             // path is rare, a race between two first writes of one key).
             recency.move_to_back(entry.node, hash);
@@ -542,36 +693,42 @@ impl Inner {
             self.maybe_restamp(&recency);
             return Ok(());
         }
+        counts.read(P::READS, false);
         let value = Value::new(produce.produce(None)?);
+        counts.writes.add_unshared(1);
         let node = recency.push_back(hash);
         // Published before the entry (see `Inner::ops`).
         self.ops.store(recency.ops(), Ordering::Relaxed);
-        shard.insert_unique(
-            hash,
-            Entry {
-                key: Key::new(key),
-                value,
-                expires_at_ms,
-                stamp: recency.ops() as u32,
-                node,
-            },
-            |e| self.hash_of(e),
-        );
+        let entry = Entry {
+            key: Key::new(key),
+            value,
+            expires_at_ms,
+            stamp: recency.ops() as u32,
+            node,
+        };
+        counts.heap_changed(0, entry.heap_bytes());
+        shard.insert_unique(hash, entry, |e| self.hash_of(e));
         drop(shard);
         if let Some(max) = self.max_size {
             while recency.len() > max {
                 let Some((victim, victim_hash)) = recency.pop_front() else {
                     break;
                 };
+                // The victim's shard lock is held through the block (a temporary of the
+                // condition), so its counter has one writer.
                 if let Ok(entry) = self
                     .shard(victim_hash)
                     .find_entry(victim_hash, |e| e.node == victim)
                 {
-                    entry.remove();
+                    let gone = entry.remove().0.heap_bytes();
+                    self.stats.shards[shard_index(victim_hash)].heap_changed(gone, 0);
                 }
+                // Under the recency lock: one writer.
+                self.stats.evictions.add_unshared(1);
+                tracing::trace!(target: "rs2::store", max_size = max, "in-memory store: evicted the least recently used key");
             }
         }
-        self.len.store(recency.len(), Ordering::Relaxed);
+        self.stats.entries.set(recency.len() as u64);
         self.maybe_restamp(&recency);
         drop(recency);
         self.maybe_cleanup(now);
@@ -581,12 +738,15 @@ impl Inner {
 
 /// The new value of a write: given bytes, or computed from the current value.
 trait Produce {
+    /// Whether the write reads the current value (a read-modify-write: a hit or a miss).
+    const READS: bool;
     fn produce(&mut self, current: Option<&[u8]>) -> StateResult<&[u8]>;
 }
 
 struct Bytes<'a>(&'a [u8]);
 
 impl Produce for Bytes<'_> {
+    const READS: bool = false;
     #[inline]
     fn produce(&mut self, _current: Option<&[u8]>) -> StateResult<&[u8]> {
         Ok(self.0)
@@ -599,6 +759,7 @@ struct Computed<'a, 'f> {
 }
 
 impl Produce for Computed<'_, '_> {
+    const READS: bool = true;
     fn produce(&mut self, current: Option<&[u8]>) -> StateResult<&[u8]> {
         self.buf.clear();
         (self.f)(current, self.buf)?;
@@ -615,12 +776,17 @@ impl LocalStorage for InMemoryState {
     fn read(&self, hash: u64, key: &str, now_ms: u64, f: &mut dyn FnMut(&[u8])) -> bool {
         let node = {
             let mut shard = self.inner.shard(hash);
+            let counts = &self.inner.stats.shards[shard_index(hash)];
             match shard.find_mut(hash, |e| e.is(key)) {
                 Some(entry) if entry.live(now_ms) => {
+                    counts.hits.add_unshared(1);
                     f(entry.value.as_slice());
                     self.inner.note_use(entry)
                 }
-                _ => return false,
+                _ => {
+                    counts.misses.add_unshared(1);
+                    return false;
+                }
             }
         };
         if let Some(node) = node {
@@ -660,7 +826,9 @@ impl LocalStorage for InMemoryState {
         let inner = &self.inner;
         let (change, to_move) = {
             let mut shard = inner.shard(hash);
+            let counts = &inner.stats.shards[shard_index(hash)];
             let Some(entry) = shard.find_mut(hash, |e| e.is(key)) else {
+                counts.misses.add_unshared(1);
                 drop(shard);
                 scratch.clear();
                 let change = f(scratch, false)?;
@@ -670,29 +838,35 @@ impl LocalStorage for InMemoryState {
                 return Ok(change);
             };
             let live = entry.live(now_ms);
+            counts.read(true, live);
+            let before = entry.value.heap_bytes();
             let change = match &mut entry.value {
                 Value::Heap(bytes) => {
                     if !live {
                         // Expired: as if absent (its bytes are dead whatever `f` says).
                         bytes.clear();
                     }
-                    f(bytes, live)?
+                    f(bytes, live)
                 }
                 value => {
                     scratch.clear();
                     if live {
                         scratch.extend_from_slice(value.as_slice());
                     }
-                    let change = f(scratch, live)?;
-                    if change == ValueChange::Store {
+                    let change = f(scratch, live);
+                    if change == Ok(ValueChange::Store) {
                         value.set(scratch);
                     }
                     change
                 }
             };
+            // An edit in place may have grown the value's buffer, even one that failed.
+            counts.heap_changed(before, entry.value.heap_bytes());
+            let change = change?;
             let to_move = match change {
                 ValueChange::Store => {
                     entry.expires_at_ms = now_ms.saturating_add(inner.ttl_ms);
+                    counts.written(live);
                     inner.note_use(entry)
                 }
                 ValueChange::Keep if live => inner.note_use(entry),
@@ -721,8 +895,10 @@ impl LocalStorage for InMemoryState {
         let mut recency = lock(&self.inner.recency);
         let mut shard = self.inner.shard(hash);
         if let Ok(entry) = shard.find_entry(hash, |e| e.is(key)) {
-            recency.remove(entry.remove().0.node);
-            self.inner.len.store(recency.len(), Ordering::Relaxed);
+            let (gone, _) = entry.remove();
+            self.inner.stats.shards[shard_index(hash)].heap_changed(gone.heap_bytes(), 0);
+            recency.remove(gone.node);
+            self.inner.stats.entries.set(recency.len() as u64);
         }
     }
 
@@ -762,11 +938,13 @@ impl StateStorage for InMemoryState {
 
     async fn clear(&self) -> StateResult<()> {
         let mut recency = lock(&self.inner.recency);
-        for shard in self.inner.shards.iter() {
-            lock(shard).clear();
+        for (shard, counts) in self.inner.shards.iter().zip(&self.inner.stats.shards) {
+            let mut shard = lock(shard);
+            shard.clear();
+            counts.heap.set(0);
         }
         recency.clear();
-        self.inner.len.store(0, Ordering::Relaxed);
+        self.inner.stats.entries.set(0);
         Ok(())
     }
 
@@ -795,6 +973,11 @@ impl StateStorage for InMemoryState {
 
     fn as_local(&self) -> Option<&dyn LocalStorage> {
         Some(self)
+    }
+
+    /// The store's figures ([`InMemoryState::stats`]); clones share them.
+    fn stats_source(&self) -> Option<Arc<dyn StatsSource>> {
+        Some(Arc::clone(&self.inner.stats) as Arc<dyn StatsSource>)
     }
 }
 

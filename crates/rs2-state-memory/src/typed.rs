@@ -1,11 +1,12 @@
 //! `TypedTable`: one owner's typed key-value table with the in-memory store's rules.
 
 use std::hash::BuildHasher;
+use std::sync::Arc;
 
 use std::collections::hash_map::RandomState;
 
 use hashbrown::HashTable;
-use rs2_state_core::StateConfig;
+use rs2_state_core::{StateConfig, StatsCounters, StatsSnapshot, StatsSource};
 
 use crate::recency::RecencyList;
 use crate::value::Key;
@@ -54,6 +55,9 @@ pub struct TypedTable<V> {
     ttl_ms: u64,
     cleanup_interval_ms: u64,
     next_cleanup_ms: u64,
+    /// The table's figures; written only by the table's owner (plain increments), read by
+    /// any `StateStats` holding them.
+    stats: Arc<StatsCounters>,
 }
 
 struct Slot<V> {
@@ -96,7 +100,34 @@ impl<V> TypedTable<V> {
             ttl_ms: u64::try_from(config.ttl.as_millis()).unwrap_or(u64::MAX),
             cleanup_interval_ms,
             next_cleanup_ms: 0,
+            stats: Arc::default(),
         }
+    }
+
+    /// The table's figures now: entries, hits and misses (of [`take`](Self::take) and
+    /// [`get_mut`](Self::get_mut)), writes ([`put`](Self::put)), evictions (for `max_size`)
+    /// and expirations (expired values dropped by a cleanup or replaced by a `put`).
+    ///
+    /// ```
+    /// use rs2_state_core::StateConfig;
+    /// use rs2_state_memory::TypedTable;
+    ///
+    /// let mut table: TypedTable<u64> = TypedTable::new(&StateConfig::new().max_size(1));
+    /// let (a, b) = (table.hash("a"), table.hash("b"));
+    /// table.put(a, "a", 0, 1);
+    /// table.put(b, "b", 0, 2); // evicts "a"
+    /// assert_eq!(table.take(a, "a", 0), None);
+    /// let s = table.stats();
+    /// assert_eq!((s.entries, s.writes, s.evictions, s.misses), (1, 2, 1, 1));
+    /// ```
+    pub fn stats(&self) -> StatsSnapshot {
+        self.stats.snapshot()
+    }
+
+    /// The table's figures as a source for a `StateStats` handle (which may read them from
+    /// another thread while the owner works).
+    pub fn stats_source(&self) -> Arc<dyn StatsSource> {
+        Arc::clone(&self.stats) as Arc<dyn StatsSource>
     }
 
     /// The hash every other call takes for `key`.
@@ -143,12 +174,18 @@ impl<V> TypedTable<V> {
     #[inline]
     fn live_slot(&mut self, hash: u64, key: &str, now_ms: u64) -> Option<&mut Slot<V>> {
         self.maybe_cleanup(now_ms);
-        let slot = self
+        let Some(slot) = self
             .table
-            .find_mut(hash, |s| s.key.as_bytes() == key.as_bytes())?;
+            .find_mut(hash, |s| s.key.as_bytes() == key.as_bytes())
+        else {
+            self.stats.misses.add_unshared(1);
+            return None;
+        };
         if now_ms >= slot.expires_at_ms || slot.value.is_none() {
+            self.stats.misses.add_unshared(1);
             return None;
         }
+        self.stats.hits.add_unshared(1);
         if self.max_size.is_some() && self.ops - slot.stamp >= self.move_after {
             self.ops += 1;
             slot.stamp = self.ops;
@@ -161,10 +198,14 @@ impl<V> TypedTable<V> {
     /// evicts the least recently used key first.
     pub fn put(&mut self, hash: u64, key: &str, now_ms: u64, value: V) {
         let expires_at_ms = now_ms.saturating_add(self.ttl_ms);
+        self.stats.writes.add_unshared(1);
         if let Some(slot) = self
             .table
             .find_mut(hash, |s| s.key.as_bytes() == key.as_bytes())
         {
+            if slot.value.is_some() && now_ms >= slot.expires_at_ms {
+                self.stats.expirations.add_unshared(1);
+            }
             slot.value = Some(value);
             slot.expires_at_ms = expires_at_ms;
             return;
@@ -179,6 +220,8 @@ impl<V> TypedTable<V> {
                     if let Ok(entry) = self.table.find_entry(victim_hash, |s| s.node == victim) {
                         entry.remove();
                     }
+                    self.stats.evictions.add_unshared(1);
+                    tracing::trace!(target: "rs2::store", max_size = max, "typed table: evicted the least recently used key");
                 }
                 self.ops += 1;
                 self.recency.push_back(hash)
@@ -197,6 +240,7 @@ impl<V> TypedTable<V> {
             },
             |s| hasher.hash_one(s.key.as_bytes()),
         );
+        self.stats.entries.set(self.table.len() as u64);
     }
 
     /// Puts a [taken](Self::take) value back unchanged: its TTL runs on from its last write.
@@ -220,6 +264,7 @@ impl<V> TypedTable<V> {
         if self.max_size.is_some() {
             self.recency.remove(slot.node);
         }
+        self.stats.entries.set(self.table.len() as u64);
         slot.value
     }
 
@@ -227,6 +272,7 @@ impl<V> TypedTable<V> {
     pub fn cleanup(&mut self, now_ms: u64) {
         self.next_cleanup_ms = now_ms.saturating_add(self.cleanup_interval_ms);
         let bounded = self.max_size.is_some();
+        let mut expired = 0u64;
         for slot in self
             .table
             .extract_if(|s| now_ms >= s.expires_at_ms && s.value.is_some())
@@ -234,6 +280,12 @@ impl<V> TypedTable<V> {
             if bounded {
                 self.recency.remove(slot.node);
             }
+            expired += 1;
+        }
+        if expired > 0 {
+            self.stats.expirations.add_unshared(expired);
+            self.stats.entries.set(self.table.len() as u64);
+            tracing::debug!(target: "rs2::store", expired, "typed table: cleanup pass");
         }
     }
 
@@ -242,6 +294,13 @@ impl<V> TypedTable<V> {
         if now_ms >= self.next_cleanup_ms {
             self.cleanup(now_ms);
         }
+    }
+}
+
+impl<V> Drop for TypedTable<V> {
+    /// A `StateStats` handle may outlive the table: its entries are gone, its counts stay.
+    fn drop(&mut self) {
+        self.stats.entries.set(0);
     }
 }
 

@@ -66,7 +66,7 @@ pub mod prelude {
     pub use crate::state::{
         CreateStorage, CustomKeyExtractor, FieldKeyExtractor, InMemoryState, KeyExtractor,
         StateAccess, StateConfig, StateConfigBuilder, StateConfigs, StateError, StateResult,
-        StateStorage, StateStorageType, StatefulStreamExt,
+        StateStats, StateStorage, StateStorageType, StatefulStreamExt,
     };
     pub use futures::{Stream, StreamExt};
 }

@@ -184,6 +184,11 @@ impl<S: Stream, K, Op, O, Fut> Driver<S, K, Op, O, Fut> {
         }
     }
 
+    /// The operator's figures (its `stats()`).
+    pub fn stats(&self) -> rs2_state_core::StateStats {
+        self.keyed.stats().clone()
+    }
+
     /// The operator.
     pub fn op(&self) -> &Op {
         &self.op
@@ -221,8 +226,23 @@ where
     Op: EventOp<S::Item, Out = O, Fut = Fut>,
     Fut: Future,
 {
-    /// `poll_next` of the operator's stream.
+    /// `poll_next` of the operator's stream: in the operator's span; an `Err` item is counted
+    /// and logged.
     pub fn poll_driver(
+        mut self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<StateResult<Op::Item>>> {
+        // A clone of a disabled span (no subscriber wants it) is a copy; entering it, nothing.
+        let span = self.keyed.span().clone();
+        let _entered = span.enter();
+        let polled = self.as_mut().poll_events(cx);
+        if let Poll::Ready(Some(Err(err))) = &polled {
+            self.keyed.note_error(err);
+        }
+        polled
+    }
+
+    fn poll_events(
         self: Pin<&mut Self>,
         cx: &mut Context<'_>,
     ) -> Poll<Option<StateResult<Op::Item>>> {
@@ -400,6 +420,20 @@ macro_rules! driven_stream {
         {
             fn is_terminated(&self) -> bool {
                 self.inner.is_done()
+            }
+        }
+
+        impl<$($sg),*> $name<$($sg),*>
+        where
+            S: futures::Stream,
+        {
+            /// This operator's figures, readable while the stream runs (clone the handle
+            /// before consuming the stream): its store's entries, hits, misses, writes,
+            /// evictions and expirations, and its `Err` items as `errors`. The config's handle
+            /// ([`StateConfig::stats`](rs2_state_core::StateConfig::stats)) if it has one,
+            /// else the operator's own.
+            pub fn stats(&self) -> rs2_state_core::StateStats {
+                self.inner.stats()
             }
         }
 

@@ -11,11 +11,13 @@ use std::time::Duration;
 
 use rs2_state_core::{
     Codec, KeyExtractor, KeyLock, LocalStorage, LockedWrite, Postcard, SharedStorage, StateAccess,
-    StateConfig, StateError, StateResult, StateStorageType,
+    StateConfig, StateError, StateResult, StateStats, StateStorage, StateStorageType,
 };
 use rs2_state_memory::{AdmissionState, InMemoryState, StateClock};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
+
+use super::observe::{note_error, observed, operator_span, retry_hook};
 
 /// A key of one event, as the user wrote it and as the store sees it.
 pub(crate) struct EventKey {
@@ -70,6 +72,13 @@ pub(crate) struct KeyedState {
     scratch: Vec<u8>,
     /// The previous event's key buffer, reused by `derived_key`.
     spare_key: String,
+    /// Where this operator's figures go: the config's handle, or the operator's own (see
+    /// `observe::with_stats`).
+    stats: StateStats,
+    /// The operator's name (`"fold"`, `"fold.user"`), for logs.
+    op: Box<str>,
+    /// `rs2.operator`, entered on every poll of the operator's stream.
+    span: tracing::Span,
 }
 
 impl KeyedState {
@@ -79,6 +88,7 @@ impl KeyedState {
             .validate()
             .err()
             .map(|e| StateError::Validation(format!("{op} operator: {e}")));
+        let stats = config.stats.clone().unwrap_or_default();
         // (store, prefix, private): a private store is this operator's alone and its own
         // state may stay typed in tables of the operator's (`is_private`). An admission store
         // is this operator's alone too (so no prefix), but is not private: the operator's own
@@ -93,19 +103,30 @@ impl KeyedState {
                         .map(|n| format!("{n}/"))
                         .unwrap_or_default();
                     // Every call of this operator and its closures' `StateAccess` goes through
-                    // the config's retry policy (an in-process store is left as it is).
-                    let retrying =
-                        super::retry::RetryingStorage::wrap(Arc::clone(custom), config.retry);
-                    (retrying, format!("{ns}{op}:"), false)
+                    // the config's retry policy (an in-process store is left as it is), and is
+                    // counted once outside it (one logical call, however many attempts).
+                    let retrying = super::retry::RetryingStorage::wrap(
+                        Arc::clone(custom),
+                        config.retry,
+                        Some(retry_hook(&stats, op)),
+                    );
+                    (observed(&retrying, &stats), format!("{ns}{op}:"), false)
                 }
                 (StateStorageType::InMemoryAdmission, _) => {
                     (Arc::new(AdmissionState::new(config)), String::new(), false)
                 }
                 _ => (Arc::new(InMemoryState::new(config)), String::new(), true),
             };
+        if let (StateStorageType::InMemory | StateStorageType::InMemoryAdmission, Some(source)) =
+            (config.storage_type, storage.stats_source())
+        {
+            stats.register(source);
+        }
+        let span = operator_span(op, config.namespace.as_deref());
         let clock = StateClock::new();
-        let template =
-            StateAccess::new(Arc::clone(&storage), String::new()).with_ttl(Some(config.ttl));
+        let template = StateAccess::new(Arc::clone(&storage), String::new())
+            .with_ttl(Some(config.ttl))
+            .with_stats(Some(stats.clone()));
         Self {
             storage,
             ttl: config.ttl,
@@ -116,7 +137,38 @@ impl KeyedState {
             template,
             scratch: Vec::new(),
             spare_key: String::new(),
+            stats,
+            op: op.into(),
+            span,
         }
+    }
+
+    /// The operator's figures (see `StatefulStreamExt`'s operators' `stats()`).
+    pub fn stats(&self) -> &StateStats {
+        &self.stats
+    }
+
+    /// A typed table of the operator's own (for a private store, see `is_private`), whose
+    /// figures feed this operator's handle.
+    pub fn typed_table<V>(&self, config: &StateConfig) -> rs2_state_memory::TypedTable<V> {
+        let table = rs2_state_memory::TypedTable::new(config);
+        self.stats.register(table.stats_source());
+        table
+    }
+
+    /// The operator's name (`"fold"`).
+    pub fn name(&self) -> &str {
+        &self.op
+    }
+
+    /// The operator's span (`rs2.operator`).
+    pub fn span(&self) -> &tracing::Span {
+        &self.span
+    }
+
+    /// Counts and logs a failed event (see `observe::note_error`).
+    pub fn note_error(&self, err: &StateError) {
+        note_error(&self.stats, &self.op, err);
     }
 
     /// Whether this operator's store is private to it and it may keep its own state typed

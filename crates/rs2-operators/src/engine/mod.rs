@@ -13,6 +13,9 @@
 //! * [`budget`]: the yield budget every operator loop spends from.
 //! * [`timer`]: the processing-time timer of operators that act while the input is idle.
 //! * [`retry`]: the config's retry policy around a custom store, applied by [`keyed`].
+//! * [`observe`]: each operator's figures (a `StateStats` handle its stores feed; a custom
+//!   store without figures of its own is counted by a wrapper), its `tracing` span and its
+//!   error events.
 //!
 //! `docs/architecture.md` walks one event through these pieces.
 
@@ -20,6 +23,7 @@ pub(crate) mod budget;
 pub(crate) mod driver;
 pub(crate) mod event_log;
 pub(crate) mod keyed;
+pub(crate) mod observe;
 pub(crate) mod own;
 pub(crate) mod par;
 pub(crate) mod retry;
@@ -27,4 +31,5 @@ pub(crate) mod timer;
 
 pub(crate) use budget::YieldBudget;
 pub(crate) use keyed::*;
+pub(crate) use observe::with_stats;
 pub(crate) use par::{KeyedPar, ParStart, ParStep, Turn};

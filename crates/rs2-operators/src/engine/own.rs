@@ -28,7 +28,7 @@ impl<V> OwnState<V> {
     /// The state of an operator whose keyed state `keyed` was made from `config`.
     pub fn new(config: &StateConfig, keyed: &KeyedState) -> Self {
         Self {
-            table: keyed.is_private().then(|| TypedTable::new(config)),
+            table: keyed.is_private().then(|| keyed.typed_table(config)),
         }
     }
 }

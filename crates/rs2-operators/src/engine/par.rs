@@ -14,7 +14,7 @@ use std::task::{Context, Poll};
 use futures::stream::{Fuse, FusedStream, FuturesUnordered, StreamExt};
 use futures::Stream;
 use pin_project_lite::pin_project;
-use rs2_state_core::{KeyExtractor, StateResult};
+use rs2_state_core::{KeyExtractor, StateError, StateResult, StateStats};
 
 use crate::engine::{EventKey, KeyedState, YieldBudget};
 
@@ -54,6 +54,13 @@ pub(crate) trait ParStart<T>: ParStep<T> {
     fn start(&mut self, event: T, key: StateResult<EventKey>) -> Self::Fut;
     /// Goes on with an event whose future returned [`Turn::Resume`].
     fn resume(&mut self, resume: Self::Resume) -> Self::Fut;
+
+    /// The error an item reports, if it is an `Err` item (counted and logged by the engine).
+    /// The default, for steps whose items are not results: none.
+    fn error_of(item: &Self::Item) -> Option<&StateError> {
+        let _ = item;
+        None
+    }
 
     /// How many waiting events of one key the step takes in one go with
     /// [`start_group`](Self::start_group) (1, the default: one at a time). A step whose
@@ -110,6 +117,9 @@ pin_project! {
         concurrency: u64,
         key_extractor: K,
         step: St,
+        stats: StateStats,
+        span: tracing::Span,
+        op: Box<str>,
     }
 }
 
@@ -169,8 +179,17 @@ impl<Fut: Future> Future for Tagged<Fut> {
 }
 
 impl<S: Stream, K, St: ParStep<S::Item>> KeyedPar<S, K, St> {
-    pub(crate) fn new(stream: S, key_extractor: K, concurrency: usize, step: St) -> Self {
+    pub(crate) fn new(stream: S, key_extractor: K, concurrency: usize, mut step: St) -> Self
+    where
+        St: ParStart<S::Item>,
+    {
+        let stats = step.keyed().stats().clone();
+        let span = step.keyed().span().clone();
+        let op = step.keyed().name().into();
         Self {
+            stats,
+            span,
+            op,
             stream: stream.fuse(),
             running: FuturesUnordered::new(),
             busy: HashMap::default(),
@@ -182,6 +201,15 @@ impl<S: Stream, K, St: ParStep<S::Item>> KeyedPar<S, K, St> {
             step,
         }
     }
+
+    /// This operator's figures, readable while the stream runs (clone the handle before
+    /// consuming the stream): its store's entries, hits, misses, writes, evictions and
+    /// expirations, and (fold, reduce) its `Err` items as `errors`. The config's handle
+    /// ([`StateConfig::stats`](rs2_state_core::StateConfig::stats)) if it has one, else the
+    /// operator's own.
+    pub fn stats(&self) -> StateStats {
+        self.stats.clone()
+    }
 }
 
 impl<S, K, St> Stream for KeyedPar<S, K, St>
@@ -192,7 +220,29 @@ where
 {
     type Item = St::Item;
 
-    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let span = self.span.clone();
+        let _entered = span.enter();
+        let polled = self.as_mut().poll_events(cx);
+        if let Poll::Ready(Some(item)) = &polled {
+            if let Some(err) = St::error_of(item) {
+                super::observe::note_error(&self.stats, &self.op, err);
+            }
+        }
+        polled
+    }
+}
+
+// The bound is crate-private on purpose (only this crate's steps drive the engine); the
+// method is private too.
+#[allow(private_bounds)]
+impl<S, K, St> KeyedPar<S, K, St>
+where
+    S: Stream,
+    K: KeyExtractor<S::Item>,
+    St: ParStart<S::Item>,
+{
+    fn poll_events(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<St::Item>> {
         let mut this = self.project();
         let mut budget = YieldBudget::default();
         loop {

@@ -12,7 +12,7 @@ use std::time::Duration;
 
 use rs2_state_core::{
     async_trait, HeldLock, KeyLock, LocalStorage, LockedWrite, RetryPolicy, SharedStorage,
-    StateError, StateResult, StateStorage, UpdateFn,
+    StateError, StateResult, StateStorage, StatsSource, UpdateFn,
 };
 
 /// Called before each retry with the key and the failure being retried (the stats handle
@@ -30,11 +30,18 @@ impl RetryingStorage {
     /// `inner`, its calls retried as `policy` says. A store whose values live in this process
     /// (`as_local`) is returned as it is: the engine reaches it synchronously, with no network
     /// to ride out, and its fast path must stay.
-    pub fn wrap(inner: SharedStorage, policy: RetryPolicy) -> SharedStorage {
+    /// `on_retry` is called before each retry (the operator's figures and log).
+    pub fn wrap(
+        inner: SharedStorage,
+        policy: RetryPolicy,
+        on_retry: Option<OnRetry>,
+    ) -> SharedStorage {
         if inner.as_local().is_some() {
             return inner;
         }
-        Arc::new(Self::new(inner, policy))
+        let mut store = Self::new(inner, policy);
+        store.on_retry = on_retry;
+        Arc::new(store)
     }
 
     fn new(inner: SharedStorage, policy: RetryPolicy) -> Self {
@@ -46,8 +53,7 @@ impl RetryingStorage {
     }
 
     /// This wrapper calling `hook` before each retry.
-    // The stats handle and tracing plug in here; until then only the tests use it.
-    #[cfg_attr(not(test), allow(dead_code))]
+    #[cfg(test)]
     pub fn on_retry(mut self, hook: OnRetry) -> Self {
         self.on_retry = Some(hook);
         self
@@ -424,6 +430,10 @@ impl StateStorage for RetryingStorage {
     fn as_local(&self) -> Option<&dyn LocalStorage> {
         self.inner.as_local()
     }
+
+    fn stats_source(&self) -> Option<Arc<dyn StatsSource>> {
+        self.inner.stats_source()
+    }
 }
 
 #[cfg(test)]
@@ -515,7 +525,7 @@ mod tests {
         let local: SharedStorage = Arc::new(rs2_state_memory::InMemoryState::new(
             &rs2_state_core::StateConfig::default(),
         ));
-        let wrapped = RetryingStorage::wrap(Arc::clone(&local), RetryPolicy::default());
+        let wrapped = RetryingStorage::wrap(Arc::clone(&local), RetryPolicy::default(), None);
         assert!(Arc::ptr_eq(&local, &wrapped));
     }
 }

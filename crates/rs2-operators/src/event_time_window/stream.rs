@@ -114,6 +114,8 @@ where
     ) -> Poll<Option<StateResult<M::Item>>> {
         let mut this = self.project();
         let core = this.core;
+        let span = core.keyed.span().clone();
+        let _entered = span.enter();
         let mut budget = YieldBudget::default();
         loop {
             match std::mem::replace(this.phase, Phase::Idle) {
@@ -138,6 +140,7 @@ where
                         return Poll::Pending;
                     };
                     if let Some(err) = core.land_take(&key, result) {
+                        core.keyed.note_error(&err);
                         return Poll::Ready(Some(Err(err)));
                     }
                     if budget.spend(cx) {
@@ -156,7 +159,10 @@ where
                             this.running.set(Some((core.f)(window, access)));
                             *this.phase = Phase::Running;
                         }
-                        Some(Err(err)) => return Poll::Ready(Some(Err(err))),
+                        Some(Err(err)) => {
+                            core.keyed.note_error(&err);
+                            return Poll::Ready(Some(Err(err)));
+                        }
                         None => {
                             if budget.spend(cx) {
                                 return Poll::Pending;
@@ -210,7 +216,10 @@ where
                                 return Poll::Pending;
                             }
                         }
-                        Taken::Err(err) => return Poll::Ready(Some(Err(err))),
+                        Taken::Err(err) => {
+                            core.keyed.note_error(&err);
+                            return Poll::Ready(Some(Err(err)));
+                        }
                         Taken::Io(key, io) => *this.phase = Phase::Adding(key, io),
                     }
                 }
