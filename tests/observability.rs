@@ -9,6 +9,7 @@ use rs2::state::{
     AdmissionState, InMemoryState, StateAccess, StateConfig, StateStats, StateStorage,
     StateStorageType, StatefulStreamExt, StatsSnapshot,
 };
+use rs2_state_testkit::FaultyStorage;
 use rs2_suite::{timed, FailingStore, MapStore};
 
 /// `n` events over `keys` keys: key `i % keys`.
@@ -228,6 +229,29 @@ async fn a_store_without_figures_of_its_own_is_counted_by_the_operator() {
         (0, None),
         "not known for such a store"
     );
+}
+
+#[tokio::test(start_paused = true)]
+async fn retries_are_counted_once_each_and_a_retried_call_counts_once() {
+    // Call n fails once: the config's default policy retries it, so no event fails, and the
+    // figures count logical calls (one read and one write per event), not attempts.
+    for n in [1u64, 2, 3, 7, 12] {
+        let store = Arc::new(FaultyStorage::new(MapStore::default()).fail_call(n));
+        let config = StateConfig::new().with_custom_storage(store.clone());
+        let fold = stream::iter(events(20, 4)).stateful_fold_rs2(
+            config,
+            key,
+            0u64,
+            |n, _, _| async move { n + 1 },
+        );
+        let stats = fold.stats();
+        let out: Vec<_> = fold.collect().await;
+        assert!(out.iter().all(Result::is_ok), "call {n}: {out:?}");
+        assert_eq!(store.injected(), 1);
+        let s = stats.snapshot();
+        assert_eq!((s.retries, s.errors), (1, 0), "call {n}: {s}");
+        assert_eq!((s.writes, s.misses, s.hits), (20, 4, 16), "call {n}: {s}");
+    }
 }
 
 #[tokio::test]
