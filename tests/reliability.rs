@@ -1,6 +1,6 @@
 //! Failures that must stay boring (issue 11's review findings): a hostile key in an error
 //! message, a duration past what milliseconds hold, a read check during an outage, a cleanup
-//! task outliving its store.
+//! task outliving its store, keys crafted to collide in a hash table.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -104,4 +104,30 @@ async fn dropping_a_store_ends_its_cleanup_task_at_once() {
         tokio::task::yield_now().await;
     }
     assert_eq!(metrics.num_alive_tasks(), before);
+}
+
+/// HashDoS: keys crafted to share a bucket in one store must not share one in another (a
+/// fixed, unkeyed hash would collide everywhere, so an attacker could compute them offline).
+/// The stores hash with SipHash-1-3 keyed from the OS random source (decision 010).
+#[test]
+fn keys_crafted_to_collide_in_one_store_spread_out_in_another() {
+    use rs2::state::LocalStorage;
+    let config = StateConfig::new();
+    let (a, b) = (InMemoryState::new(&config), InMemoryState::new(&config));
+    // The attacker's set: keys whose hash in store `a` has its low 12 bits zero (one bucket of
+    // a 4,096-bucket table), found by trying 200,000 keys (about 49 of them).
+    let crafted: Vec<String> = (0..200_000)
+        .map(|i| format!("user-{i}"))
+        .filter(|k| a.hash_key(k) & 0xfff == 0)
+        .collect();
+    assert!(crafted.len() >= 20, "{} keys", crafted.len());
+    let buckets: std::collections::HashSet<u64> =
+        crafted.iter().map(|k| b.hash_key(k) & 0xfff).collect();
+    // Random placement of ~49 keys into 4,096 buckets leaves almost all apart.
+    assert!(
+        buckets.len() + 3 >= crafted.len(),
+        "{} crafted keys fell into {} buckets of the other store",
+        crafted.len(),
+        buckets.len()
+    );
 }

@@ -232,45 +232,35 @@ impl<C: Codec> StateAccess<C> {
     /// assert_eq!(access.ttl(), Some(Duration::from_secs(300)));
     /// # }
     /// ```
-    pub fn with_ttl(mut self, ttl: Option<Duration>) -> Self {
-        match Arc::get_mut(&mut self.inner) {
-            Some(inner) => inner.ttl = ttl,
-            None => {
-                let old = &self.inner;
-                let mut inner = Inner::new(
-                    old.storage.clone(),
-                    old.storage_key.clone(),
-                    old.error.clone(),
-                );
-                inner.key_start = old.key_start;
-                inner.now_ms = old.now_ms;
-                inner.ttl = ttl;
-                inner.stats = old.stats.clone();
-                self = Self::from_inner(inner);
-            }
-        }
-        self
+    pub fn with_ttl(self, ttl: Option<Duration>) -> Self {
+        self.edited(|inner| inner.ttl = ttl)
     }
 
     /// The same access counting each failed call (`try_get`, `set`, `update`, `try_exists`,
     /// `delete`, and `get` / `exists` failing open) as an error in `stats`. Operators set
     /// their stats handle. Clones made before this call keep their own setting.
-    pub fn with_stats(mut self, stats: Option<StateStats>) -> Self {
-        match Arc::get_mut(&mut self.inner) {
-            Some(inner) => inner.stats = stats,
-            None => {
-                let old = &self.inner;
-                let mut inner = Inner::new(
-                    old.storage.clone(),
-                    old.storage_key.clone(),
-                    old.error.clone(),
-                );
-                inner.key_start = old.key_start;
-                inner.now_ms = old.now_ms;
-                inner.ttl = old.ttl;
-                inner.stats = stats;
-                self = Self::from_inner(inner);
-            }
+    pub fn with_stats(self, stats: Option<StateStats>) -> Self {
+        self.edited(|inner| inner.stats = stats)
+    }
+
+    /// This access with `edit` applied to its settings: in place when no clone of it is alive,
+    /// else on a copy of its key and settings (clones keep theirs).
+    fn edited(mut self, edit: impl FnOnce(&mut Inner)) -> Self {
+        if Arc::get_mut(&mut self.inner).is_none() {
+            let old = &self.inner;
+            let mut inner = Inner::new(
+                old.storage.clone(),
+                old.storage_key.clone(),
+                old.error.clone(),
+            );
+            inner.key_start = old.key_start;
+            inner.now_ms = old.now_ms;
+            inner.ttl = old.ttl;
+            inner.stats = old.stats.clone();
+            self = Self::from_inner(inner);
+        }
+        if let Some(inner) = Arc::get_mut(&mut self.inner) {
+            edit(inner);
         }
         self
     }
