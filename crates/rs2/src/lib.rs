@@ -64,9 +64,10 @@ pub mod rs2_stream_ext {
 pub mod prelude {
     pub use crate::rs2_stream_ext::Rs2StreamExt;
     pub use crate::state::{
-        CreateStorage, CustomKeyExtractor, FieldKeyExtractor, InMemoryState, KeyExtractor,
-        StateAccess, StateConfig, StateConfigBuilder, StateConfigs, StateError, StateResult,
-        StateStats, StateStorage, StateStorageType, StatefulStreamExt,
+        CreateStorage, CustomKeyExtractor, EventTimeOutput, EventTimeWindow, FieldKeyExtractor,
+        InMemoryState, KeyExtractor, RetryPolicy, StateAccess, StateConfig, StateConfigBuilder,
+        StateConfigs, StateError, StateResult, StateStats, StateStorage, StateStorageType,
+        StatefulStreamExt, TimeWindow,
     };
     pub use futures::{Stream, StreamExt};
 }
