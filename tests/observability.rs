@@ -231,6 +231,21 @@ async fn a_store_without_figures_of_its_own_is_counted_by_the_operator() {
     );
 }
 
+#[tokio::test]
+async fn a_closures_update_on_a_store_without_figures_counts_its_read_and_its_write() {
+    let store = Arc::new(MapStore::default());
+    let config = StateConfig::new().with_custom_storage(store.clone());
+    let map =
+        stream::iter(events(20, 4)).stateful_map_rs2(config, key, |_, s: StateAccess| async move {
+            s.update(|n: Option<u64>| n.unwrap_or(0) + 1).await.unwrap()
+        });
+    let stats = map.stats();
+    let counts: Vec<u64> = map.collect().await;
+    assert_eq!(counts.iter().sum::<u64>(), 4 * (1 + 2 + 3 + 4 + 5));
+    let s = stats.snapshot();
+    assert_eq!((s.writes, s.misses, s.hits), (20, 4, 16), "{s}");
+}
+
 #[tokio::test(start_paused = true)]
 async fn retries_are_counted_once_each_and_a_retried_call_counts_once() {
     // Call n fails once: the config's default policy retries it, so no event fails, and the

@@ -285,7 +285,7 @@ async fn a_write_retried_after_another_writer_changed_the_key_errs_and_keeps_its
     let out = count(config(store.clone(), RetryPolicy::default()), ["a"]).await;
     let err = out[0].as_ref().unwrap_err().to_string();
     assert!(
-        err.contains("fold:a") && err.contains("another writer changed the key"),
+        err.contains("fold:a") && err.contains("another writer changed it"),
         "{err}"
     );
     assert_eq!(

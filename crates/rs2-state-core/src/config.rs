@@ -368,6 +368,12 @@ impl StateConfigBuilder {
         self
     }
 
+    /// Sets the handle the operators report their figures into (see [`StateConfig::stats`]).
+    pub fn stats(mut self, stats: StateStats) -> Self {
+        self.config.stats = Some(stats);
+        self
+    }
+
     /// Validates and returns the config; see [`StateConfig::validate`] for the rules.
     pub fn build(self) -> StateResult<StateConfig> {
         self.config.validate()?;

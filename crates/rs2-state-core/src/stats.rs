@@ -302,6 +302,9 @@ impl StateStats {
             if Arc::strong_count(source) > 1 {
                 return true;
             }
+            // Pairs with the store's last `Arc` release (as `Arc`'s drop does): every count it
+            // made is visible before its figures are folded in.
+            std::sync::atomic::fence(std::sync::atomic::Ordering::Acquire);
             let mut done = StatsSnapshot::default();
             source.add_to(&mut done);
             counters.hits.add(done.hits);

@@ -373,9 +373,22 @@ impl Table {
         value: Option<&[u8]>,
         ttl: Option<Duration>,
     ) -> StateResult<()> {
-        if value.is_some() {
+        let written = self.store_record(shard, key, now_ms, value, ttl);
+        if written.is_ok() && value.is_some() {
             self.stats.writes.add(1);
         }
+        written
+    }
+
+    /// `write_locked` but for the count (a write counts once it succeeded).
+    fn store_record(
+        &self,
+        shard: &mut Shard,
+        key: &str,
+        now_ms: u64,
+        value: Option<&[u8]>,
+        ttl: Option<Duration>,
+    ) -> StateResult<()> {
         match self.durability {
             Durability::Batched { .. } => {
                 let fill = |slot: &mut Option<Vec<u8>>| match value {

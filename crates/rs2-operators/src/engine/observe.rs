@@ -105,6 +105,14 @@ impl Counted {
         }
     }
 
+    /// `f`, counting the value it is given as a hit or a miss (an update's read).
+    fn reading<'a>(&'a self, f: UpdateFn<'a>) -> UpdateFn<'a> {
+        Box::new(move |current| {
+            self.read(current.is_some());
+            f(current)
+        })
+    }
+
     fn wrote<T>(&self, result: StateResult<T>, n: u64) -> StateResult<T> {
         if result.is_ok() {
             self.stats.counters().writes.add(n);
@@ -136,7 +144,7 @@ impl StateStorage for Counted {
         self.inner.clear().await
     }
     async fn update(&self, key: &str, f: UpdateFn<'_>) -> StateResult<Vec<u8>> {
-        let r = self.inner.update(key, f).await;
+        let r = self.inner.update(key, self.reading(f)).await;
         self.wrote(r, 1)
     }
     async fn set_with_ttl(
@@ -154,7 +162,7 @@ impl StateStorage for Counted {
         ttl: Option<Duration>,
         f: UpdateFn<'_>,
     ) -> StateResult<Vec<u8>> {
-        let r = self.inner.update_with_ttl(key, ttl, f).await;
+        let r = self.inner.update_with_ttl(key, ttl, self.reading(f)).await;
         self.wrote(r, 1)
     }
     async fn get_many(&self, keys: &[&str]) -> StateResult<Vec<Option<Vec<u8>>>> {

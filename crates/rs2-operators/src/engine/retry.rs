@@ -138,6 +138,13 @@ impl RetryingStorage {
         with_ttl: Option<Option<Duration>>,
         f: UpdateFn<'_>,
     ) -> StateResult<Vec<u8>> {
+        if self.policy.max_retries() == 0 {
+            let call = match with_ttl {
+                Some(ttl) => self.inner.update_with_ttl(key, ttl, f),
+                None => self.inner.update(key, f),
+            };
+            return self.attempt(key, "update", call).await;
+        }
         let slot = Arc::new(Mutex::new(Some(f)));
         let mut n = 0;
         loop {
@@ -185,7 +192,8 @@ impl RetryingStorage {
         let (lock, value) = self
             .run(key, "lock_and_get", || self.inner.lock_and_get(key, lease))
             .await?;
-        let read = Some(value.clone());
+        // Without retries the write is never compared: no copy of what was read.
+        let read = (self.policy.max_retries() > 0).then(|| value.clone());
         Ok((RetryLock::wrap(lock, read, lease), value))
     }
 
@@ -234,9 +242,11 @@ impl RetryingStorage {
                     key,
                     format!(
                         "the write ending this event's state transition failed ({err}), and \
-                         another writer changed the key before it could be retried; the other \
-                         writer's value was kept and this event's change not applied: retry \
-                         the event"
+                         by the time it could be retried the key held neither the value the \
+                         transition read nor its result: another writer changed it, so its \
+                         value was kept and not overwritten. Whether this event's write landed \
+                         first (and the other writer built on it) is unknown: check the key's \
+                         state before replaying the event"
                     ),
                 ));
             }
