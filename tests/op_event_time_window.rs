@@ -733,15 +733,16 @@ async fn one_failed_call_costs_one_error_and_only_that_keys_events() {
         assert_eq!(got.errors.len(), 1, "call {n}: {:?}", got.errors);
         let msg = got.errors[0].to_string();
         let emitted: Vec<u32> = got.windows.iter().flat_map(|w| w.3.clone()).collect();
+        if emitted.len() == events.len() {
+            // A due window's read failed: it was tried again and emitted.
+            assert!(msg.contains("tried again"), "call {n}: {msg}");
+            continue;
+        }
         for e in events.iter().filter(|e| !emitted.contains(&e.id)) {
             let named =
                 msg.contains(&format!("'{}'", e.key)) || msg.contains(&format!(":{}'", e.key));
             assert!(named, "call {n}: {e:?} lost; {msg}");
         }
-        assert!(
-            emitted.len() < events.len(),
-            "call {n}: an error but nothing lost"
-        );
     }
 }
 
@@ -981,4 +982,174 @@ async fn an_admission_store_gives_the_same_windows_as_the_default_one() {
         assert_eq!(default.windows, admission.windows);
         assert_eq!(default.late, admission.late);
     }
+}
+
+/// Takes `events` into a pipeline whose input then stays open, and stops it there (a pipeline
+/// that was shut down, or an earlier run): returns what it fired; its open windows stay in the
+/// store.
+async fn take_and_stop(
+    config: StateConfig,
+    events: Vec<Ev>,
+    window: EventTimeWindow,
+) -> Vec<Fired> {
+    let input = futures::stream::iter(events).chain(futures::stream::pending());
+    let stream = input.stateful_event_time_window_rs2(
+        config,
+        by_key,
+        time_of,
+        window.without_idle_timeout(),
+        |w: TimeWindow<Ev>, _state: StateAccess| async move { fired(w) },
+    );
+    let mut stream = pin!(stream);
+    let mut out = Vec::new();
+    while let std::task::Poll::Ready(item) = futures::poll!(stream.next()) {
+        out.push(item.expect("the input never ends").expect("no error"));
+    }
+    out
+}
+
+fn ev(key: &str, t: u64, id: u32) -> Ev {
+    Ev {
+        key: key.into(),
+        t,
+        id,
+    }
+}
+
+/// Found by review: an event joining a window that a stopped pipeline (or an earlier run)
+/// opened in a shared store was swallowed: no live pipeline had the window in its index.
+#[tokio::test(start_paused = true)]
+async fn a_window_opened_by_a_stopped_pipeline_fires_with_the_events_that_join_it() {
+    let store = Arc::new(MapStore::default());
+    let config = || roomy().with_custom_storage(store.clone());
+    let window = EventTimeWindow::tumbling(Duration::from_millis(10));
+    assert!(take_and_stop(config(), vec![ev("a", 1, 0)], window)
+        .await
+        .is_empty());
+    let got = run(config(), vec![ev("a", 2, 1), ev("b", 50, 2)], window).await;
+    assert!(got.errors.is_empty(), "{:?}", got.errors);
+    let mut windows = got.windows;
+    windows.sort();
+    assert_eq!(
+        windows,
+        [
+            ("a".to_string(), 0, 10, vec![0, 1]),
+            ("b".to_string(), 50, 60, vec![2])
+        ]
+    );
+}
+
+/// Found by review: window numbers were per pipeline from 0, so in a shared store one key's
+/// due window could replace another key's in the index (same end, start and number), and
+/// the other was never emitted.
+#[tokio::test(start_paused = true)]
+async fn windows_of_different_keys_never_share_an_index_entry_across_pipelines() {
+    let store = Arc::new(MapStore::default());
+    let config = || roomy().with_custom_storage(store.clone());
+    let window = EventTimeWindow::tumbling(Duration::from_millis(10))
+        .allowed_lateness(Duration::from_millis(100));
+    let first = take_and_stop(config(), vec![ev("y", 1, 0), ev("z", 25, 1)], window).await;
+    assert_eq!(first, [("y".to_string(), 0, 10, vec![0])]);
+    let got = run(config(), vec![ev("x", 2, 2), ev("y", 3, 3)], window).await;
+    assert!(got.errors.is_empty(), "{:?}", got.errors);
+    let mut windows = got.windows;
+    windows.sort();
+    assert_eq!(
+        windows,
+        [
+            ("x".to_string(), 0, 10, vec![2]),
+            ("y".to_string(), 0, 10, vec![0, 3])
+        ]
+    );
+}
+
+/// Found by review: a session another pipeline merged into a larger one was reported as lost
+/// by the pipeline that opened it.
+#[tokio::test(start_paused = true)]
+async fn a_session_merged_by_another_pipeline_is_not_reported_lost() {
+    let store = Arc::new(MapStore::default());
+    let config = || roomy().with_custom_storage(store.clone());
+    let window = EventTimeWindow::session(Duration::from_millis(10)).without_idle_timeout();
+    let (tx, rx) = futures::channel::mpsc::unbounded::<Ev>();
+    let opener = rx.stateful_event_time_window_rs2(
+        config(),
+        by_key,
+        time_of,
+        window,
+        |w: TimeWindow<Ev>, _state: StateAccess| async move { fired(w) },
+    );
+    let mut opener = pin!(opener);
+    tx.unbounded_send(ev("a", 20, 0)).unwrap();
+    assert!(futures::poll!(opener.next()).is_pending());
+    let (ltx, lrx) = futures::channel::mpsc::unbounded::<Ev>();
+    let merger = lrx.stateful_event_time_window_rs2(
+        config(),
+        by_key,
+        time_of,
+        window,
+        |w: TimeWindow<Ev>, _state: StateAccess| async move { fired(w) },
+    );
+    let mut merger = pin!(merger);
+    ltx.unbounded_send(ev("a", 12, 1)).unwrap();
+    assert!(futures::poll!(merger.next()).is_pending());
+    drop(tx);
+    let from_opener: Vec<_> = no_hang(opener.collect::<Vec<_>>()).await;
+    assert!(from_opener.iter().all(Result::is_ok), "{from_opener:?}");
+    drop(ltx);
+    let mut fired_all: Vec<Fired> = from_opener.into_iter().map(Result::unwrap).collect();
+    let from_merger: Vec<_> = no_hang(merger.collect::<Vec<_>>()).await;
+    assert!(from_merger.iter().all(Result::is_ok), "{from_merger:?}");
+    fired_all.extend(from_merger.into_iter().map(Result::unwrap));
+    let ids: Vec<u32> = fired_all.iter().flat_map(|w| w.3.clone()).collect();
+    assert!(ids.contains(&0) && ids.contains(&1), "{fired_all:?}");
+}
+
+/// Found by review: a due window whose read failed was dropped from the index, so it never
+/// fired and its state stayed in the store; it is now tried again at the next event (or at
+/// the end of input), and emitted once the backend answers.
+#[tokio::test(start_paused = true)]
+async fn a_due_window_whose_read_failed_is_tried_again_and_emitted() {
+    let events = evs(&[("a", 1), ("a", 3), ("b", 15), ("b", 40)]);
+    let mut retried = 0;
+    for n in 1..=16 {
+        let store = Arc::new(FaultyStorage::new(MapStore::default()).fail_call(n));
+        let config = roomy()
+            .with_custom_storage(store.clone())
+            .retry(RetryPolicy::none());
+        let got = run(
+            config,
+            events.clone(),
+            EventTimeWindow::tumbling(Duration::from_millis(10)),
+        )
+        .await;
+        let Some(err) = got.errors.first() else {
+            continue;
+        };
+        if !err.to_string().contains("tried again") {
+            continue;
+        }
+        retried += 1;
+        assert_eq!(got.errors.len(), 1, "call {n}: {:?}", got.errors);
+        let ids: Vec<u32> = got.windows.iter().flat_map(|w| w.3.clone()).collect();
+        assert_eq!(
+            ids.len(),
+            4,
+            "call {n}: every event emitted: {:?}",
+            got.windows
+        );
+        let left: Vec<String> = store
+            .inner()
+            .0
+            .lock()
+            .unwrap()
+            .keys()
+            .filter(|k| k.starts_with("event_time_window:"))
+            .cloned()
+            .collect();
+        assert!(
+            left.is_empty(),
+            "call {n}: window state left behind: {left:?}"
+        );
+    }
+    assert!(retried > 0, "no call failed a due window's read");
 }

@@ -221,14 +221,19 @@ pin_project! {
     /// allowed_lateness) / slide + 1` windows each. A window whose state expired (TTL) or was
     /// evicted (`max_size`) before it was due yields an `Err` item naming the key (unless a
     /// later event of the key started it afresh first). Pipelines sharing a custom store and
-    /// namespace share windows: the pipeline that opened a window fires it, with every
-    /// pipeline's events, by its own watermark.
+    /// namespace share windows: an event joins its key's window whichever pipeline opened it;
+    /// the opener fires it (with every pipeline's events) by its own watermark, and so does a
+    /// pipeline whose event joined it (so a window whose opener stopped still fires); a window
+    /// fires once, and again only if an event joined it since; only the opener purges a window (one
+    /// it never purges, its opener gone, stays until the TTL). Window numbers carry a number of
+    /// their pipeline's own, so windows of different keys never mix in an index.
     ///
     /// **Errors.** A zero size, slide or gap, `slide > size`, or a zero idle timeout, makes
     /// every event an `Err` item ([`StateError::Validation`]), as an invalid config does. A
     /// failing key extractor or backend yields an `Err` item naming the key, for the event
-    /// (it joins no window) or for a due window that could not be read (it is not emitted);
-    /// the stream goes on.
+    /// (it joins no window) or for a due window that could not be read (it is tried again at
+    /// the next event, or at once after the end of input, up to 3 failed reads; then it is no
+    /// longer tried and its state stays until the TTL); the stream goes on.
     #[must_use = "streams do nothing unless polled"]
     pub struct StatefulEventTimeWindow<S: Stream, K, E, F, Fut> {
         #[pin]

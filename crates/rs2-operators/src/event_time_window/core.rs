@@ -9,10 +9,16 @@ use rs2_state_core::{KeyExtractor, StateError, StateResult};
 use serde::de::DeserializeOwned;
 use serde::Serialize;
 
-use super::windows::{settle, take_in, Ctx, Entry, IndexOp, KeyWindows, Settled, Spec};
+use super::windows::{
+    settle, take_in, Ctx, Entry, IndexOp, KeyWindows, Settled, Spec, SEQ_COUNT_BITS,
+};
 use super::TimeWindow;
 use crate::engine::own::OwnState;
 use crate::engine::{EventKey, KeyedState, StateIo};
+
+/// Failed reads of one due window after which it is no longer tried (its state stays in the
+/// store until the config's TTL).
+const MAX_SETTLE_FAILURES: u8 = 3;
 
 /// The largest watermark while input lasts: `u64::MAX` is the end of input's, so a window
 /// whose end saturated at `u64::MAX` (it covers an event at `u64::MAX`) fires only then.
@@ -40,6 +46,11 @@ pub(super) struct Core<T, E, F> {
     /// Every open window (at its end) and every fired window kept for allowed lateness (at
     /// its end plus the lateness), with its key.
     pub(super) index: BTreeMap<Entry, Arc<str>>,
+    /// Due windows whose settling failed (a backend error), with their failures so far: put
+    /// back in the index at the next event and at the end of input, up to
+    /// [`MAX_SETTLE_FAILURES`] failures each.
+    failed: Vec<(Entry, Arc<str>)>,
+    failures: BTreeMap<Entry, u8>,
     next_seq: u64,
     /// The watermark; meaningful once `seen`.
     pub(super) wm: u64,
@@ -91,7 +102,9 @@ impl<T, E, F> Core<T, E, F> {
             event_time,
             f,
             index: BTreeMap::new(),
-            next_seq: 0,
+            failed: Vec::new(),
+            failures: BTreeMap::new(),
+            next_seq: first_seq(),
             wm: 0,
             seen: false,
             last_input_ms: 0,
@@ -134,6 +147,13 @@ impl<T, E, F> Core<T, E, F> {
         }
     }
 
+    /// Puts the windows whose settling failed back in the index, to be tried again.
+    pub(super) fn retry_failed(&mut self) {
+        for (entry, key) in self.failed.drain(..) {
+            self.index.insert(entry, key);
+        }
+    }
+
     /// The next due window, taken out of the index.
     pub(super) fn next_due(&mut self) -> Option<(Entry, Arc<str>)> {
         let wm = self.settle_wm();
@@ -148,6 +168,9 @@ impl<T, E, F> Core<T, E, F> {
         let mut shared = shared.cloned();
         for op in ops.drain(..) {
             match op {
+                // Window numbers are this pipeline's own (see `first_seq`), so an entry the
+                // index holds is this key's window already.
+                IndexOp::Insert(entry) if self.index.contains_key(&entry) => {}
                 IndexOp::Insert(entry) => {
                     let key = shared.get_or_insert_with(|| Arc::from(key));
                     self.index.insert(entry, Arc::clone(key));
@@ -194,6 +217,9 @@ where
         if let Some(err) = &self.invalid {
             return Taken::Err(err.clone());
         }
+        if !self.failed.is_empty() {
+            self.retry_failed();
+        }
         let mut key = match self.keyed.key_of(extractor, &event) {
             Ok(key) => key,
             Err(err) => return Taken::Err(err),
@@ -232,7 +258,7 @@ where
     ) -> Option<StateError> {
         match result {
             Ok((ops, used)) => {
-                self.next_seq += used;
+                self.next_seq = self.next_seq.wrapping_add(used);
                 self.apply(key.user_key(), None, ops);
                 None
             }
@@ -265,8 +291,24 @@ where
     ) -> Option<StateResult<TimeWindow<T>>> {
         let (ops, settled) = match result {
             Ok(out) => out,
-            Err(err) => return Some(Err(not_emitted(err, &key, entry.start))),
+            Err(err) => {
+                let failures = self.failures.entry(entry).or_insert(0);
+                *failures += 1;
+                let again = *failures < MAX_SETTLE_FAILURES;
+                if again && self.input_done {
+                    // No next event to wait for: tried again at once.
+                    self.index.insert(entry, Arc::clone(&key));
+                } else if again {
+                    self.failed.push((entry, Arc::clone(&key)));
+                } else {
+                    self.failures.remove(&entry);
+                }
+                return Some(Err(not_emitted(err, &key, entry.start, again)));
+            }
         };
+        if !self.failures.is_empty() {
+            self.failures.remove(&entry);
+        }
         self.apply(&key, Some(&key), ops);
         match settled {
             Settled::Fired { start, end, events } => Some(Ok(TimeWindow {
@@ -279,6 +321,9 @@ where
             // Purged already (by another pipeline sharing the store): its last firing had all
             // its events, or an event since would have made it due before this.
             Settled::Missing if entry.purge => None,
+            // A window another pipeline opened (indexed here when an event joined it): its
+            // opener purges it once fired, so gone is expected.
+            Settled::Missing if !self.ctx(0).owns(entry.seq) => None,
             Settled::Missing => Some(Err(StateError::storage_for(
                 &key,
                 format!(
@@ -293,13 +338,38 @@ where
     }
 }
 
-/// A failed read of a due window: the error, saying the window was not emitted.
-fn not_emitted(err: StateError, key: &str, start: u64) -> StateError {
+/// The first window number of a pipeline: 20 bits of its own above a 44-bit count. The 20 bits
+/// are a process-wide pipeline count plus a random base per process (OS-seeded), so pipelines
+/// sharing a store, in this process or (very likely) in another, number their windows apart:
+/// index entries of different keys' windows never compare equal, whichever pipeline opened
+/// them, and the windows a pipeline opens still sort in the order it opened them.
+fn first_seq() -> u64 {
+    use std::hash::BuildHasher;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    use std::sync::OnceLock;
+    static BASE: OnceLock<u64> = OnceLock::new();
+    static PIPELINES: AtomicU64 = AtomicU64::new(0);
+    let base = *BASE.get_or_init(|| std::collections::hash_map::RandomState::new().hash_one(0u8));
+    let n = PIPELINES.fetch_add(1, Ordering::Relaxed);
+    (base.wrapping_add(n) & ((1 << (64 - SEQ_COUNT_BITS)) - 1)) << SEQ_COUNT_BITS
+}
+
+/// A failed read of a due window: the error, saying the window was not emitted and whether it
+/// will be tried again.
+fn not_emitted(err: StateError, key: &str, start: u64, again: bool) -> StateError {
     let err = err.with_key(key);
-    let note = format!(
-        "; the event-time window starting at {start} ms was not emitted (its events stay in \
-         storage until their ttl)"
-    );
+    let note = if again {
+        format!(
+            "; the event-time window starting at {start} ms was not emitted yet: it will be \
+             tried again at the next event (at once after the end of input)"
+        )
+    } else {
+        format!(
+            "; the event-time window starting at {start} ms was not emitted, and after \
+             {MAX_SETTLE_FAILURES} failed reads it is no longer tried (its events stay in \
+             storage until the config's ttl)"
+        )
+    };
     match err {
         StateError::Storage(m) => StateError::Storage(m + &note),
         StateError::Serialization(m) => StateError::Serialization(m + &note),

@@ -185,6 +185,7 @@ where
                         Poll::Ready(Some(event)) => event,
                         Poll::Ready(None) => {
                             core.input_done = true;
+                            core.retry_failed();
                             continue;
                         }
                         Poll::Pending => {

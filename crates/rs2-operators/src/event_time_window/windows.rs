@@ -8,6 +8,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::engine::Change;
 
+/// Bits of a window number that count a pipeline's windows; the bits above name the pipeline.
+pub(super) const SEQ_COUNT_BITS: u32 = 44;
+
 /// Window shape, in milliseconds; validated (every length at least 1, `slide <= size`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Spec {
@@ -114,6 +117,12 @@ impl Ctx {
         }
     }
 
+    /// Whether this pipeline opened the window numbered `seq` (window numbers carry their
+    /// pipeline's own high bits, see `core::first_seq`).
+    pub fn owns(&self, seq: u64) -> bool {
+        seq >> SEQ_COUNT_BITS == self.next_seq >> SEQ_COUNT_BITS
+    }
+
     /// Whether an event at `t` is late: every window it would belong to is purged.
     pub fn is_late(&self, t: u64) -> bool {
         match self.spec {
@@ -154,7 +163,7 @@ pub(super) fn take_in<T>(
     let mut used = 0;
     let mut next = || {
         used += 1;
-        ctx.next_seq + used - 1
+        ctx.next_seq.wrapping_add(used - 1)
     };
     match ctx.spec {
         Spec::Aligned { size, slide } => {
@@ -169,9 +178,12 @@ pub(super) fn take_in<T>(
                     .find(|w| w.start == start && w.end == end)
                 {
                     Some(w) => {
-                        // A fired window fires again; a due one whose settling failed (a
-                        // backend error) is due again, with this event.
-                        if w.fired || w.end <= ctx.wm {
+                        // A fired window fires again; a due one whose settling failed is due
+                        // again. A window another pipeline sharing the store (or an earlier
+                        // run) opened may be in no live pipeline's index: index it here too,
+                        // so it fires even if its opener stopped (inserting an entry the index
+                        // holds is a no-op).
+                        if w.fired || w.end <= ctx.wm || !ctx.owns(w.seq) {
                             w.fired = false;
                             ops.push(IndexOp::Insert(ctx.fire_entry(w)));
                         }
@@ -190,26 +202,25 @@ pub(super) fn take_in<T>(
             }
         }
         Spec::Session { gap } => {
-            let mut merged = Win {
-                start: t,
-                end: t.saturating_add(gap),
-                seq: u64::MAX,
-                fired: false,
-            };
+            let (mut start, mut end) = (t, t.saturating_add(gap));
+            let mut seq: Option<u64> = None;
             st.wins.retain(|w| {
-                let overlaps = w.start < merged.end && merged.start < w.end;
+                let overlaps = w.start < end && start < w.end;
                 if overlaps {
-                    merged.start = merged.start.min(w.start);
-                    merged.end = merged.end.max(w.end);
-                    merged.seq = merged.seq.min(w.seq);
+                    start = start.min(w.start);
+                    end = end.max(w.end);
+                    seq = Some(seq.map_or(w.seq, |s| s.min(w.seq)));
                     ops.push(IndexOp::Remove(ctx.fire_entry(w)));
                     ops.push(IndexOp::Remove(ctx.purge_entry(w)));
                 }
                 !overlaps
             });
-            if merged.seq == u64::MAX {
-                merged.seq = next();
-            }
+            let merged = Win {
+                start,
+                end,
+                seq: seq.unwrap_or_else(&mut next),
+                fired: false,
+            };
             ops.push(IndexOp::Insert(ctx.fire_entry(&merged)));
             st.wins.push(merged);
         }
@@ -248,11 +259,19 @@ pub(super) fn settle<T: Clone>(
         return (Change::Keep, Settled::Missing);
     };
     let Some(i) = st.wins.iter().position(|w| w.start == start) else {
+        // A session another pipeline sharing the store merged into a larger one: that
+        // pipeline indexed the merged session and fires it.
+        if matches!(ctx.spec, Spec::Session { .. }) && st.wins.iter().any(|w| w.covers(start)) {
+            return (Change::Keep, Settled::Quiet);
+        }
         return (Change::Keep, Settled::Missing);
     };
     let w = st.wins[i];
     let emit = w.end <= ctx.wm && !w.fired;
-    let purge = ctx.gone(w.end);
+    // Only the window's opener purges it: a pipeline that fires a window another opened (see
+    // `take_in`) leaves it for the opener (or the TTL), so the opener never finds it gone.
+    let owner = ctx.owns(w.seq);
+    let purge = owner && ctx.gone(w.end);
     if !emit && !purge {
         return (Change::Keep, Settled::Quiet);
     }
@@ -262,7 +281,9 @@ pub(super) fn settle<T: Clone>(
         ops.push(IndexOp::Remove(ctx.purge_entry(&w)));
     } else {
         st.wins[i].fired = true;
-        ops.push(IndexOp::Insert(ctx.purge_entry(&w)));
+        if owner {
+            ops.push(IndexOp::Insert(ctx.purge_entry(&w)));
+        }
     }
     let mut out = Vec::new();
     let wins = &st.wins;
