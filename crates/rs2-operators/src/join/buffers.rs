@@ -12,8 +12,10 @@
 //! * Pruning (expired events, and the oldest of a full side) walks record headers from the
 //!   front of a region, decoding nothing, and only advances `dead`. The dead bytes are cut
 //!   when they outgrow the bytes behind them, so each cut moves no more than was pruned since
-//!   the last one (amortised O(1) per event), and the value holds at most about twice its live
-//!   bytes.
+//!   the last one (amortised O(1) per event). The left side's dead bytes are weighed against
+//!   everything behind them (its live bytes and the whole right region), so the value holds at
+//!   most about twice its live bytes, or about four times the live bytes when the right side
+//!   dominates.
 //! * Matching decodes the other side's events within the window: the pairs the arrival makes.
 //!
 //! Every fallible step (reading the header, walking records, decoding the events met,
