@@ -54,8 +54,10 @@ pub enum StateStorageType {
 ///   make again: `get`, `get_many`, `exists`, `delete`, `set`, `set_with_ttl`, `set_many`,
 ///   `clear`, `lock_key` and `lock_and_get` (a lock taken by an attempt whose reply was lost is
 ///   freed when that attempt is dropped, for an in-process lock, or when its lease ends, for a
-///   server-held one: the retry waits for it, at most the operators' 30 s lease). Waiting for
-///   a lock another pipeline holds counts toward the call timeout.
+///   server-held one: the retry waits for it, at most the operators' 30 s lease, so with the
+///   default 30 s call timeout such a retry may itself be cut and the event fail after up to
+///   a minute: raise the call timeout above the lease if that matters). Waiting for a lock
+///   another pipeline holds counts toward the call timeout.
 /// * **The write that ends a state transition** (`write_and_release`) is retried as a
 ///   compare-and-set: the key is locked and read again; if it still holds what the transition
 ///   read, the write is made again; if it already holds the transition's result (the failed
